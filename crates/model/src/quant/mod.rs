@@ -1,0 +1,1 @@
+//! Quantised tensor formats and kernels (in progress).
