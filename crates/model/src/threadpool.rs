@@ -151,6 +151,65 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Runs `body(row_index, row)` over the `row_len`-wide rows of `data` in
+    /// parallel (serially when there are fewer than `min_rows` rows).
+    pub fn par_rows(
+        &self,
+        data: &mut [f32],
+        row_len: usize,
+        min_rows: usize,
+        body: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        let rows = data.len() / row_len.max(1);
+        if rows < min_rows.max(2) {
+            data.chunks_exact_mut(row_len.max(1)).enumerate().for_each(|(i, r)| body(i, r));
+            return;
+        }
+        let shared = SharedMut::new(data);
+        self.for_each_chunk(rows, 1, &|range| {
+            for i in range {
+                // SAFETY: each row index is visited by exactly one task.
+                body(i, unsafe { shared.slice(i * row_len..(i + 1) * row_len) });
+            }
+        });
+    }
+}
+
+/// A mutable slice shared across tasks that write disjoint ranges of it.
+pub struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: access goes through `slice`, whose contract requires disjoint ranges,
+// so sharing the pointer between threads is sound for `Send` element types.
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+
+impl<'a, T> SharedMut<'a, T> {
+    /// Wraps `data` for disjoint parallel writes.
+    pub fn new(data: &'a mut [T]) -> Self {
+        Self { ptr: data.as_mut_ptr(), len: data.len(), _borrow: std::marker::PhantomData }
+    }
+
+    /// The sub-slice `range`.
+    ///
+    /// # Safety
+    /// No two live slices obtained from this wrapper may overlap.
+    ///
+    /// # Panics
+    /// If `range` is out of bounds.
+    #[allow(clippy::mut_from_ref)] // disjointness is the caller's contract, see above
+    pub unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
+        assert!(range.start <= range.end && range.end <= self.len, "range out of bounds");
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);

@@ -1,14 +1,165 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The composition root of a Credence node.
+//!
+//! This crate is the one place that knows every other crate: it turns a
+//! [`NodeConfig`] (flags + TOML) into a loaded model, an engine and an HTTP
+//! listener ([`Node`]), manages the local model cache ([`models`]), runs
+//! one-off generations ([`generate`]) and hosts the generation benchmark
+//! ([`bench`]). The `credence` binary is a thin layer
+//! of argument parsing and progress display on top of it.
+//!
+//! ```text
+//! NodeConfig ──validate──▶ models::resolve_model ──▶ Model::load ──▶ serve::AppState
+//!                                                                   └─▶ serve::router ──▶ axum::serve
+//! ```
+
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod models;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use credence_model::llama::Model;
+use credence_serve::{AppState, ServeConfig};
+use tokio::net::TcpListener;
+
+pub use config::NodeConfig;
+pub use error::{Error, Result};
+
+/// A node with its model loaded and its socket bound, ready to serve.
+#[derive(Debug)]
+pub struct Node {
+    listener: TcpListener,
+    state: AppState,
+    addr: SocketAddr,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Node {
+    /// Validates `config`, loads the model and binds the listener.
+    pub async fn start(config: &NodeConfig) -> Result<Self> {
+        config.validate()?;
+        let home = config.home_dir()?;
+        let path = models::resolve_model(&home, &config.model)?;
+        tracing::info!(model = %path.display(), "loading model");
+        let started = std::time::Instant::now();
+        let load_path = path.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&load_path))
+            .await
+            .map_err(|e| Error::config("model", format!("model loading task failed: {e}")))??;
+        let threads = config.effective_threads();
+        let model_id = model_id(&path);
+        tracing::info!(
+            id = %model_id,
+            name = model.name(),
+            context = model.config().context_length,
+            threads,
+            seconds = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+            "model loaded"
+        );
+        let mut aliases = vec!["default".to_owned()];
+        if !model.name().is_empty() && model.name() != model_id {
+            aliases.push(model.name().to_owned());
+        }
+        let serve_config = ServeConfig {
+            model_id,
+            model_aliases: aliases,
+            queue_capacity: config.queue_size,
+            max_body_bytes: config.max_body_bytes,
+            default_max_tokens: config.default_max_tokens,
+        };
+        let state = AppState::new(model, threads, serve_config)
+            .map_err(|e| Error::io("cannot start the engine thread for", &path, e))?;
+        let serve_error = |source| Error::Serve {
+            addr: config.listen.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(serve_error)?;
+        let addr = listener.local_addr().map_err(serve_error)?;
+        Ok(Self {
+            listener,
+            state,
+            addr,
+        })
     }
+
+    /// The bound address (useful when the configured port is 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The serving state (model, engine, limits).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves HTTP until `shutdown` completes, then finishes in-flight responses.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let app = credence_serve::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| Error::Serve {
+                addr: self.addr.to_string(),
+                source,
+            })
+    }
+}
+
+/// Loads the model, binds the socket and serves until Ctrl-C or SIGTERM.
+pub async fn run(config: &NodeConfig) -> Result<()> {
+    let node = Node::start(config).await?;
+    tracing::info!("listening on http://{}", node.local_addr());
+    node.serve(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves `spec` (a path or `default`) under `home` and loads the model.
+pub fn load_model(home: &Path, spec: &str) -> Result<Model> {
+    let path = models::resolve_model(home, spec)?;
+    Ok(Model::load(&path)?)
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// The id clients use for a model: the file stem of a GGUF (`SmolLM2-135M-Instruct.Q4_1`)
+/// or the name of a checkpoint directory.
+pub fn model_id(path: &Path) -> String {
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
+    name.and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("model")
+        .to_owned()
 }

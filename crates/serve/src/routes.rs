@@ -1,0 +1,449 @@
+//! HTTP handlers, SSE streaming and request logging.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use credence_model::generate::{FinishReason, GenerateParams, GenerationOutput};
+use futures_util::StreamExt;
+use futures_util::stream;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::api::{
+    ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageOut, ChatRequest, ChatResponse,
+    CommonOptions, CompletionChoice, CompletionRequest, CompletionResponse, Health, ModelCard,
+    ModelList, PromptInput, Usage,
+};
+use crate::engine::{Event, Job};
+use crate::error::{ApiError, Result};
+use crate::{AppState, unix_now};
+
+/// Builds the HTTP API: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/health", get(health))
+        .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// A JSON body whose errors are [`ApiError`]s naming the offending field.
+///
+/// Unlike axum's `Json`, it does not insist on a `Content-Type` header, so a bare
+/// `curl -d '{…}'` works.
+struct ApiJson<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from_body_rejection(r, state.config().max_body_bytes))?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(ApiError::from_json)?;
+        de.end().map_err(|e| ApiError::InvalidRequest {
+            param: None,
+            message: format!("invalid JSON body: {e}"),
+        })?;
+        Ok(Self(value))
+    }
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "http request"
+    );
+    response
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    let engine = state.engine();
+    Json(Health {
+        status: if engine.is_alive() {
+            "ok"
+        } else {
+            "unavailable"
+        },
+        model: state.config().model_id.clone(),
+        queued: engine.queued(),
+        queue_capacity: engine.capacity(),
+    })
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: state.config().model_id.clone(),
+            object: "model",
+            created: state.created(),
+            owned_by: "credence",
+            context_length: state.model().config().context_length,
+        }],
+    })
+}
+
+async fn completions(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Result<Response> {
+    let model = state.resolve_model(req.model.as_deref())?;
+    req.check_supported()?;
+    let input = req.prompt.into_single()?;
+    let prompt = tokenize_prompt(&state, input).await?;
+    let params = generation_params(&state, &req.options, prompt.len(), "prompt")?;
+    let meta = Meta::new(
+        "cmpl",
+        model,
+        Shape::Completion,
+        req.options.include_usage(),
+    );
+    respond(&state, prompt, params, "prompt", req.options.stream(), meta).await
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response> {
+    let model = state.resolve_model(req.model.as_deref())?;
+    req.check_supported()?;
+    let messages = req.chat_messages()?;
+    let engine_model = state.model_arc();
+    let prompt = tokio::task::spawn_blocking(move || {
+        let template = engine_model.chat_template().ok_or_else(|| {
+            ApiError::invalid(
+                "messages",
+                "this model has no chat template; use /v1/completions",
+            )
+        })?;
+        let text = template
+            .render(&messages, true)
+            .map_err(|e| ApiError::from_model(e, "messages"))?;
+        // The template writes the special tokens it wants as text.
+        engine_model
+            .tokenizer()
+            .encode(&text, false)
+            .map_err(|e| ApiError::from_model(e, "messages"))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("prompt rendering task failed: {e}")))??;
+    let params = generation_params(&state, &req.options, prompt.len(), "messages")?;
+    let meta = Meta::new("chatcmpl", model, Shape::Chat, req.options.include_usage());
+    respond(
+        &state,
+        prompt,
+        params,
+        "messages",
+        req.options.stream(),
+        meta,
+    )
+    .await
+}
+
+/// Tokenises a completion prompt off the async runtime, or checks given token ids.
+async fn tokenize_prompt(state: &AppState, input: PromptInput) -> Result<Vec<u32>> {
+    match input {
+        PromptInput::Tokens(tokens) => {
+            let vocab = state.model().config().vocab_size;
+            if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!("token id {bad} is outside the vocabulary (size {vocab})"),
+                ));
+            }
+            Ok(tokens)
+        }
+        PromptInput::Text(text) => {
+            let model = state.model_arc();
+            tokio::task::spawn_blocking(move || model.tokenizer().encode(&text, true))
+                .await
+                .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+                .map_err(|e| ApiError::from_model(e, "prompt"))
+        }
+    }
+}
+
+/// Decides the completion length against the context window and builds the engine's parameters.
+fn generation_params(
+    state: &AppState,
+    options: &CommonOptions,
+    prompt_len: usize,
+    param: &'static str,
+) -> Result<GenerateParams> {
+    let context = state.model().config().context_length;
+    let requested = options.requested_max_tokens()?;
+    if prompt_len == 0 {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
+    }
+    if prompt_len >= context {
+        let requested = prompt_len + requested.unwrap_or(1);
+        return Err(ApiError::ContextOverflow {
+            param,
+            prompt: prompt_len,
+            requested,
+            context,
+        });
+    }
+    let room = context - prompt_len;
+    let max_tokens = match requested {
+        Some(n) if n > room => {
+            return Err(ApiError::ContextOverflow {
+                param,
+                prompt: prompt_len,
+                requested: prompt_len.saturating_add(n),
+                context,
+            });
+        }
+        Some(n) => n,
+        None => state.config().default_max_tokens.min(room),
+    };
+    options.generate_params(max_tokens)
+}
+
+/// Queues the job and answers with a stream or a whole JSON body.
+async fn respond(
+    state: &AppState,
+    prompt: Vec<u32>,
+    params: GenerateParams,
+    prompt_param: &'static str,
+    stream: bool,
+    meta: Meta,
+) -> Result<Response> {
+    let (job, events) = Job::new(prompt, params, prompt_param, stream);
+    state.engine().submit(job)?;
+    if stream {
+        return Ok(sse_response(events, meta));
+    }
+    let output = wait_for_output(events).await?;
+    Ok(meta.whole(output))
+}
+
+async fn wait_for_output(mut events: UnboundedReceiver<Event>) -> Result<GenerationOutput> {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Text(_) => {}
+            Event::Done(output) => return Ok(output),
+            Event::Failed(error) => return Err(error),
+        }
+    }
+    Err(ApiError::Internal(
+        "the engine dropped the request without an answer".into(),
+    ))
+}
+
+fn finish_reason(reason: &FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Which endpoint's JSON shape to produce.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Completion,
+    Chat,
+}
+
+/// Identity of one answer, shared by all its chunks.
+#[derive(Debug)]
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    shape: Shape,
+    include_usage: bool,
+}
+
+impl Meta {
+    fn new(prefix: &str, model: String, shape: Shape, include_usage: bool) -> Self {
+        Self {
+            id: new_id(prefix),
+            created: unix_now(),
+            model,
+            shape,
+            include_usage,
+        }
+    }
+
+    /// The non-streamed answer.
+    fn whole(self, output: GenerationOutput) -> Response {
+        let usage = Usage::new(output.prompt_tokens, output.completion_tokens);
+        let finish = finish_reason(&output.finish_reason);
+        match self.shape {
+            Shape::Completion => Json(CompletionResponse {
+                id: self.id,
+                object: "text_completion",
+                created: self.created,
+                model: self.model,
+                choices: vec![CompletionChoice {
+                    index: 0,
+                    text: output.text,
+                    logprobs: None,
+                    finish_reason: Some(finish),
+                }],
+                usage: Some(usage),
+            })
+            .into_response(),
+            Shape::Chat => Json(ChatResponse {
+                id: self.id,
+                object: "chat.completion",
+                created: self.created,
+                model: self.model,
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: ChatMessageOut {
+                        role: "assistant",
+                        content: output.text,
+                    },
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                usage,
+            })
+            .into_response(),
+        }
+    }
+
+    /// A stream chunk: a role announcement, a text delta, the finish marker or the usage.
+    fn chunk(&self, part: ChunkPart<'_>) -> serde_json::Result<SseEvent> {
+        let (text, role, finish, usage) = match part {
+            ChunkPart::Role => (None, Some("assistant"), None, None),
+            ChunkPart::Text(text) => (Some(text), None, None, None),
+            ChunkPart::Finish(reason) => (None, None, Some(reason), None),
+            ChunkPart::Usage(usage) => (None, None, None, Some(usage)),
+        };
+        let with_choice = usage.is_none();
+        let json = match self.shape {
+            Shape::Completion => serde_json::to_string(&CompletionResponse {
+                id: self.id.clone(),
+                object: "text_completion",
+                created: self.created,
+                model: self.model.clone(),
+                choices: with_choice
+                    .then(|| CompletionChoice {
+                        index: 0,
+                        text: text.unwrap_or_default().to_owned(),
+                        logprobs: None,
+                        finish_reason: finish,
+                    })
+                    .into_iter()
+                    .collect(),
+                usage,
+            })?,
+            Shape::Chat => serde_json::to_string(&ChatChunk {
+                id: self.id.clone(),
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: self.model.clone(),
+                choices: with_choice
+                    .then(|| ChatChunkChoice {
+                        index: 0,
+                        delta: ChatDelta {
+                            role,
+                            content: text.map(str::to_owned),
+                        },
+                        logprobs: None,
+                        finish_reason: finish,
+                    })
+                    .into_iter()
+                    .collect(),
+                usage,
+            })?,
+        };
+        Ok(SseEvent::default().data(json))
+    }
+}
+
+enum ChunkPart<'a> {
+    Role,
+    Text(&'a str),
+    Finish(&'static str),
+    Usage(Usage),
+}
+
+/// Where a stream is in its life.
+enum Phase {
+    Opening,
+    Streaming,
+    Closed,
+}
+
+/// Turns the engine's events into SSE chunks ending in `data: [DONE]`.
+fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
+    let state = (events, meta, Phase::Opening);
+    let chunks = stream::unfold(state, |(mut events, meta, phase)| async move {
+        let batch: Vec<serde_json::Result<SseEvent>> = match phase {
+            Phase::Closed => return None,
+            Phase::Opening if matches!(meta.shape, Shape::Chat) => {
+                let first = meta.chunk(ChunkPart::Role);
+                return Some((vec![first], (events, meta, Phase::Streaming)));
+            }
+            Phase::Opening | Phase::Streaming => match events.recv().await {
+                Some(Event::Text(text)) => {
+                    let chunk = meta.chunk(ChunkPart::Text(&text));
+                    return Some((vec![chunk], (events, meta, Phase::Streaming)));
+                }
+                Some(Event::Done(output)) => {
+                    let mut batch =
+                        vec![meta.chunk(ChunkPart::Finish(finish_reason(&output.finish_reason)))];
+                    if meta.include_usage {
+                        let usage = Usage::new(output.prompt_tokens, output.completion_tokens);
+                        batch.push(meta.chunk(ChunkPart::Usage(usage)));
+                    }
+                    batch.push(Ok(SseEvent::default().data("[DONE]")));
+                    batch
+                }
+                Some(Event::Failed(error)) => vec![error_event(&error)],
+                None => vec![error_event(&ApiError::Internal(
+                    "the engine dropped the request without an answer".into(),
+                ))],
+            },
+        };
+        Some((batch, (events, meta, Phase::Closed)))
+    })
+    .flat_map(stream::iter);
+    Sse::new(chunks)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// An error reported inside an already-started stream, in OpenAI's error shape.
+fn error_event(error: &ApiError) -> serde_json::Result<SseEvent> {
+    if error.status().is_server_error() {
+        tracing::error!(%error, "stream failed");
+    }
+    Ok(SseEvent::default().data(serde_json::to_string(&error.body())?))
+}
+
+/// A process-unique response id such as `chatcmpl-18a2f…-2a`.
+fn new_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{prefix}-{nanos:x}{n:x}")
+}

@@ -1,0 +1,49 @@
+//! Integration tests of the HTTP API against the real default model.
+//!
+//! `api` drives the router in-process with `oneshot` (no sockets); `openai_client`
+//! binds a real socket and talks to it with the `async-openai` client crate.
+
+mod api;
+mod openai_client;
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use credence_model::llama::Model;
+use credence_serve::{AppState, ServeConfig};
+
+/// The SmolLM2-135M-Instruct GGUF: `$CREDENCE_MODEL_GGUF`, else the node's cache.
+pub fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("CREDENCE_MODEL_GGUF") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("CREDENCE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/credence")))
+        .expect("HOME or CREDENCE_HOME must be set");
+    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run `credence models fetch` or scripts/test.sh, or set CREDENCE_MODEL_GGUF",
+        path.display()
+    );
+    path
+}
+
+/// A fresh serving state with its own engine thread.
+pub fn new_state(config: ServeConfig) -> AppState {
+    let model = Model::load(&model_path()).expect("the test model loads");
+    AppState::new(model, 2, config).expect("engine thread starts")
+}
+
+/// The serving configuration most tests use.
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        model_id: "smollm2".into(),
+        model_aliases: vec!["default".into()],
+        ..ServeConfig::default()
+    }
+}
+
+/// One state shared by the tests that do not depend on queue behaviour.
+pub static SHARED: LazyLock<AppState> = LazyLock::new(|| new_state(test_config()));

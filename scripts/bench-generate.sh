@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Generation throughput of Credence against llama.cpp, side by side: same GGUF,
+# same thread count, same prompt, run one after the other in one invocation.
+# Prints a markdown table and appends it to docs/benchmarks.md.
+#
+#   scripts/bench-generate.sh [--threads N] [--model FILE.gguf] [--repetitions N]
+#                             [--batches 1,4,16,64] [--no-reference] [--out FILE.md]
+#
+# The reference (scripts/reference/bench_llamacpp.py) installs llama-cpp-python
+# into $CREDENCE_HOME/refvenv on first use, which compiles llama.cpp (~15 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+home="${CREDENCE_HOME:-$HOME/.cache/credence}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/credence/target}"
+threads="$(nproc)"
+model="$home/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+repetitions=3
+batches="1,4,16,64"
+reference=1
+out="docs/benchmarks.md"
+command_line="scripts/bench-generate.sh $*"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --threads) threads="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
+    --repetitions) repetitions="$2"; shift 2 ;;
+    --batches) batches="$2"; shift 2 ;;
+    --no-reference) reference=0; shift ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+cargo build --release -q -p credence-cli
+bin="$CARGO_TARGET_DIR/release/credence"
+if [ ! -f "$model" ]; then
+  "$bin" models fetch
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "== credence" >&2
+"$bin" bench generate --model "$model" --threads "$threads" --prompt-tokens 512 \
+  --gen-tokens 128 --batches "$batches" --repetitions "$repetitions" --json "$work/credence.json"
+
+if [ "$reference" = 1 ]; then
+  echo "== llama.cpp" >&2
+  python3 scripts/reference/bench_llamacpp.py --model "$model" --threads "$threads" \
+    --prompt-tokens 512 --gen-tokens 128 --repetitions "$repetitions" --json "$work/llamacpp.json"
+fi
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then commit="$commit+dirty"; fi
+cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || echo unknown)"
+
+table="$(python3 - "$work" "$command_line" "$commit" "$cpu" <<'EOF'
+import json, sys, datetime, pathlib
+work, command, commit, cpu = sys.argv[1:5]
+ours = json.loads(pathlib.Path(work, "credence.json").read_text())
+ref_path = pathlib.Path(work, "llamacpp.json")
+ref = json.loads(ref_path.read_text()) if ref_path.exists() else None
+
+def fmt(x):
+    return "—" if x is None else f"{x:.1f}"
+
+def ratio(a, b):
+    return "—" if a is None or not b else f"{a / b:.2f}×"
+
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+ref_name = ref["version"] if ref else "not run"
+lines = [
+    f"### {date} — commit {commit}",
+    "",
+    f"- model: `{pathlib.Path(ours['model']).name}`; threads: {ours['threads']}; "
+    f"median of {ours['repetitions']} runs; CPU: {cpu}",
+    f"- reference: llama.cpp via {ref_name}",
+    f"- command: `{command.strip()}`",
+    "",
+    "| measurement | credence tok/s | llama.cpp tok/s | credence / llama.cpp |",
+    "|---|---:|---:|---:|",
+]
+rows = [
+    (f"prompt processing (pp{ours['prompt_tokens']})", ours["pp_tokens_per_s"],
+     ref and ref["pp_tokens_per_s"]),
+    (f"decode, 1 stream (tg{ours['gen_tokens']})", ours["tg_tokens_per_s"],
+     ref and ref["tg_tokens_per_s"]),
+]
+for b in ours["batched"]:
+    rows.append((f"decode, batch {b['batch']} (total over all sequences)", b["tokens_per_s"], None))
+for name, a, b in rows:
+    lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
+print("\n".join(lines))
+EOF
+)"
+
+echo
+echo "$table"
+mkdir -p "$(dirname "$out")"
+if [ ! -f "$out" ]; then
+  printf '# Benchmarks\n\nAppended by `scripts/bench-generate.sh`; each entry is one side-by-side run on the same machine.\n' > "$out"
+fi
+printf '\n%s\n' "$table" >> "$out"
+echo >&2
+echo "appended to $out" >&2

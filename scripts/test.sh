@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order: formatting, lints, the default models, tests.
+#
+#   scripts/test.sh [extra cargo test args…]
+#
+# Build output goes to $CARGO_TARGET_DIR (default ~/.cache/credence/target) so
+# repeated runs, and CI on the same machine, reuse earlier builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/credence/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Tests run against the real default model; fetching is a no-op (a hash check)
+# when the files are already in the cache.
+if [ -z "${CREDENCE_MODEL_GGUF:-}" ]; then
+  say "default models"
+  cargo run --quiet --locked -p credence-cli -- models fetch
+fi
+
+say "cargo test"
+cargo test --workspace --locked "$@"
