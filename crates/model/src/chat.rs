@@ -32,7 +32,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -67,17 +70,17 @@ pub struct ChatTemplate {
 
 impl fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChatTemplate").field("bos", &self.bos).field("eos", &self.eos).finish_non_exhaustive()
+        f.debug_struct("ChatTemplate")
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish_non_exhaustive()
     }
 }
 
 fn template_err(e: &minijinja::Error) -> Error {
-    // `{:#}` adds minijinja's source excerpt, which is what an author needs to fix it.
-    let mut msg = e.to_string();
-    if let Some(detail) = e.detail().filter(|d| !msg.contains(d)) {
-        msg = format!("{msg}: {detail}");
-    }
-    Error::ChatTemplate(msg)
+    // minijinja's message names the kind, the detail (e.g. the text passed to
+    // raise_exception) and the template line.
+    Error::ChatTemplate(e.to_string())
 }
 
 impl ChatTemplate {
@@ -91,8 +94,13 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_owned()).map_err(|e| template_err(&e))?;
-        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned() })
+        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
+            .map_err(|e| template_err(&e))?;
+        Ok(Self {
+            env,
+            bos: bos.to_owned(),
+            eos: eos.to_owned(),
+        })
     }
 
     /// Renders the conversation; `add_generation_prompt` appends the header that
@@ -100,7 +108,8 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let messages: Value = messages
             .iter()
-            .map(|m| Value::from_object(m.clone())).collect();
+            .map(|m| Value::from_object(m.clone()))
+            .collect();
         let ctx = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -111,7 +120,10 @@ impl ChatTemplate {
             tools => (),
             documents => (),
         };
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| template_err(&e))?;
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| template_err(&e))?;
         template.render(ctx).map_err(|e| template_err(&e))
     }
 }
@@ -123,12 +135,26 @@ fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> 
 
 /// `strftime_now(fmt)`: the current UTC time, formatted.
 fn strftime_now(format: String) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     format_utc(&format, i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 /// A small `strftime`: `%Y %y %m %d %e %B %b %H %M %S %%`; other directives are kept
 /// as written (templates use the date for a "Today is …" line, nothing more).
@@ -169,11 +195,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -220,7 +251,10 @@ fn write_json(
             })?;
         }
         kind => {
-            return Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("cannot convert {kind} to JSON")));
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("cannot convert {kind} to JSON"),
+            ));
         }
     }
     Ok(())
@@ -274,7 +308,10 @@ mod tests {
     }
 
     fn smollm2_template() -> ChatTemplate {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer/smollm2_chat_template.jinja");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tokenizer/smollm2_chat_template.jinja"
+        );
         let source = std::fs::read_to_string(path).unwrap();
         ChatTemplate::new(&source, "<|im_start|>", "<|im_end|>").unwrap()
     }
@@ -290,7 +327,9 @@ mod tests {
         assert_eq!(no_prompt, want.trim_end_matches("<|im_start|>assistant\n"));
         // A system message replaces the default one.
         let out = t.render(&conversation(), true).unwrap();
-        assert!(out.starts_with("<|im_start|>system\n  Be brief.  <|im_end|>\n<|im_start|>user\nHi!"));
+        assert!(
+            out.starts_with("<|im_start|>system\n  Be brief.  <|im_end|>\n<|im_start|>user\nHi!")
+        );
         assert!(!out.contains("SmolLM"));
     }
 
@@ -318,7 +357,9 @@ mod tests {
              <|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
         );
         let out = t.render(&conversation()[1..2], false).unwrap();
-        assert!(out.starts_with("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nDefault."));
+        assert!(out.starts_with(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nDefault."
+        ));
     }
 
     /// Mistral style: roles must alternate, enforced with raise_exception.
@@ -334,7 +375,10 @@ mod tests {
         let out = t.render(&conversation()[1..], false).unwrap();
         assert_eq!(out, "<s>[INST] Hi! [/INST]Hello.</s>[INST] Bye [/INST]");
         let err = t.render(&conversation(), false).unwrap_err();
-        assert!(matches!(&err, Error::ChatTemplate(m) if m.contains("roles must alternate")), "{err}");
+        assert!(
+            matches!(&err, Error::ChatTemplate(m) if m.contains("roles must alternate")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -359,8 +403,14 @@ mod tests {
     #[test]
     fn strftime_formats_utc_dates() {
         // 2024-07-26 13:05:09 UTC, and a leap day.
-        assert_eq!(format_utc("%d %b %Y %H:%M:%S %% %q", 1_722_000_309), "26 Jul 2024 13:25:09 % %q");
-        assert_eq!(format_utc("%Y-%m-%d %B", 951_782_400), "2000-02-29 February");
+        assert_eq!(
+            format_utc("%d %b %Y %H:%M:%S %% %q", 1_722_000_309),
+            "26 Jul 2024 13:25:09 % %q"
+        );
+        assert_eq!(
+            format_utc("%Y-%m-%d %B", 951_782_400),
+            "2000-02-29 February"
+        );
         assert_eq!(format_utc("%Y-%m-%d", 0), "1970-01-01");
         let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
         assert!(t.render(&[], false).unwrap().parse::<u32>().unwrap() >= 2024);

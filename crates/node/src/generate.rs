@@ -36,9 +36,15 @@ pub fn prompt_tokens(model: &Model, request: &GenerateRequest) -> Result<Vec<u32
         .ok_or_else(|| Error::config("chat", "this model has no chat template"))?;
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
-        messages.push(ChatMessage { role: "system".into(), content: system.clone() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: system.clone(),
+        });
     }
-    messages.push(ChatMessage { role: "user".into(), content: request.prompt.clone() });
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: request.prompt.clone(),
+    });
     let text = template.render(&messages, true)?;
     // The template writes the special tokens it wants as text.
     Ok(model.tokenizer().encode(&text, false)?)

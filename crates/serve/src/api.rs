@@ -7,6 +7,7 @@
 //! a 400 naming the field.
 
 use credence_model::generate::{GenerateParams, SamplingParams};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Result};
@@ -21,8 +22,8 @@ pub struct CompletionRequest {
     pub model: Option<String>,
     /// The prompt.
     pub prompt: Prompt,
-    /// Sampling, length and streaming options shared with chat.
-    #[serde(flatten)]
+    /// Sampling, length and streaming options shared with chat (parsed by [`parse_request`]).
+    #[serde(skip)]
     pub options: CommonOptions,
     /// Echo the prompt back (unsupported: only `false`).
     pub echo: Option<bool>,
@@ -88,8 +89,8 @@ pub struct ChatRequest {
     pub model: Option<String>,
     /// The conversation so far.
     pub messages: Vec<ChatMessageIn>,
-    /// Sampling, length and streaming options shared with completions.
-    #[serde(flatten)]
+    /// Sampling, length and streaming options shared with completions (parsed by [`parse_request`]).
+    #[serde(skip)]
     pub options: CommonOptions,
     /// Return log-probabilities (unsupported: only `false`).
     pub logprobs: Option<bool>,
@@ -184,6 +185,46 @@ pub struct CommonOptions {
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     /// End-user id; accepted and ignored.
     pub user: Option<String>,
+}
+
+/// A request body made of endpoint-specific fields plus [`CommonOptions`].
+pub trait RequestBody: DeserializeOwned {
+    /// Stores the shared options parsed from the same body.
+    fn set_options(&mut self, options: CommonOptions);
+}
+
+impl RequestBody for CompletionRequest {
+    fn set_options(&mut self, options: CommonOptions) {
+        self.options = options;
+    }
+}
+
+impl RequestBody for ChatRequest {
+    fn set_options(&mut self, options: CommonOptions) {
+        self.options = options;
+    }
+}
+
+/// Parses a JSON request body. Type errors name the field (`param`); the
+/// shared options are parsed in a second pass over the same value rather than
+/// through `#[serde(flatten)]`, which would lose the field path.
+pub fn parse_request<T: RequestBody>(body: &[u8]) -> Result<T> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest {
+            param: None,
+            message: format!("invalid JSON body: {e}"),
+        })?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidRequest {
+            param: None,
+            message: "the request body must be a JSON object".into(),
+        });
+    }
+    let options: CommonOptions =
+        serde_path_to_error::deserialize(&value).map_err(ApiError::from_json)?;
+    let mut request: T = serde_path_to_error::deserialize(&value).map_err(ApiError::from_json)?;
+    request.set_options(options);
+    Ok(request)
 }
 
 /// Rejects `value` for `field` unless it is absent or equal to `neutral`.
@@ -626,6 +667,24 @@ mod tests {
         );
         let p: Prompt = serde_json::from_str(r#"["a", "b"]"#).expect("valid");
         assert_eq!(p.into_single().expect_err("batch").param(), Some("prompt"));
+    }
+
+    #[test]
+    fn type_errors_name_the_field_even_in_shared_options() {
+        let err = parse_request::<CompletionRequest>(br#"{"prompt": "x", "max_tokens": "many"}"#)
+            .expect_err("bad type");
+        assert_eq!(err.param(), Some("max_tokens"));
+        let err =
+            parse_request::<ChatRequest>(br#"{"messages": [{"role": 1}]}"#).expect_err("bad type");
+        assert_eq!(err.param(), Some("messages[0].role"));
+        let err = parse_request::<ChatRequest>(b"{oops").expect_err("syntax");
+        assert_eq!(err.param(), None);
+        let req = parse_request::<ChatRequest>(
+            br#"{"messages": [], "temperature": 0.2, "stream": true}"#,
+        )
+        .expect("valid");
+        assert_eq!(req.options.temperature, Some(0.2));
+        assert!(req.options.stream());
     }
 
     #[test]

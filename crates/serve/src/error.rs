@@ -168,7 +168,7 @@ impl ApiError {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = format!("invalid JSON body: {inner}");
-        let param = (!path.is_empty() && path != ".").then_some(path);
+        let param = (!path.is_empty() && path != "." && path != "?").then_some(path);
         Self::InvalidRequest { param, message }
     }
 }

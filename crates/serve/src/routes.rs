@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,13 +14,12 @@ use axum::{Json, Router};
 use credence_model::generate::{FinishReason, GenerateParams, GenerationOutput};
 use futures_util::StreamExt;
 use futures_util::stream;
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageOut, ChatRequest, ChatResponse,
     CommonOptions, CompletionChoice, CompletionRequest, CompletionResponse, Health, ModelCard,
-    ModelList, PromptInput, Usage,
+    ModelList, PromptInput, RequestBody, Usage, parse_request,
 };
 use crate::engine::{Event, Job};
 use crate::error::{ApiError, Result};
@@ -46,20 +45,14 @@ pub fn router(state: AppState) -> Router {
 /// `curl -d '{…}'` works.
 struct ApiJson<T>(T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: RequestBody> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::from_body_rejection(r, state.config().max_body_bytes))?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(ApiError::from_json)?;
-        de.end().map_err(|e| ApiError::InvalidRequest {
-            param: None,
-            message: format!("invalid JSON body: {e}"),
-        })?;
-        Ok(Self(value))
+        parse_request(&bytes).map(Self)
     }
 }
 
@@ -78,18 +71,22 @@ async fn log_request(req: Request, next: Next) -> Response {
     response
 }
 
-async fn health(State(state): State<AppState>) -> Json<Health> {
+/// 200 while the engine thread runs, 503 once it is gone (for load balancers).
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let engine = state.engine();
-    Json(Health {
-        status: if engine.is_alive() {
-            "ok"
-        } else {
-            "unavailable"
-        },
+    let alive = engine.is_alive();
+    let status = if alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let health = Health {
+        status: if alive { "ok" } else { "unavailable" },
         model: state.config().model_id.clone(),
         queued: engine.queued(),
         queue_capacity: engine.capacity(),
-    })
+    };
+    (status, Json(health))
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {

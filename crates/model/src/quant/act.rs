@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 
 use super::blocks::QK;
-use super::kernels::{Kernel, SharedMut};
-use crate::threadpool::ThreadPool;
+use super::kernels::Kernel;
+use crate::threadpool::{SharedMut, ThreadPool};
 
 /// Quantised activations for `n` rows of `cols` (a multiple of 32).
 #[derive(Debug, Default)]
@@ -33,22 +33,38 @@ impl QActs {
     /// Row `c`.
     pub(crate) fn row(&self, c: usize) -> ActRow<'_> {
         let nb = self.cols / QK;
-        ActRow { qs: &self.qs[c * self.cols..(c + 1) * self.cols], ds: &self.ds[c * nb..(c + 1) * nb] }
+        ActRow {
+            qs: &self.qs[c * self.cols..(c + 1) * self.cols],
+            ds: &self.ds[c * nb..(c + 1) * nb],
+        }
     }
 
     /// Quantises `x` (`n` rows of `cols`), in parallel when there is enough work.
-    pub(crate) fn quantize(&mut self, kernel: Kernel, pool: &ThreadPool, x: &[f32], n: usize, cols: usize) {
+    pub(crate) fn quantize(
+        &mut self,
+        kernel: Kernel,
+        pool: &ThreadPool,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+    ) {
         let nb = cols / QK;
         self.cols = cols;
-        // Sized without zero-filling cost mattering: a reused buffer only grows.
+        // A reused buffer keeps its capacity: steady-state calls do not allocate.
         self.qs.resize(n * cols, 0);
         self.ds.resize(n * nb, [0.0; 2]);
         let qs = SharedMut::new(&mut self.qs[..n * cols]);
         let ds = SharedMut::new(&mut self.ds[..n * nb]);
+
         let body = |rows: std::ops::Range<usize>| {
             // SAFETY: chunks handed out by `for_each_chunk` are disjoint row ranges,
             // so these sub-slices never overlap between tasks.
-            let (q, d) = unsafe { (qs.slice(rows.start * cols..rows.end * cols), ds.slice(rows.start * nb..rows.end * nb)) };
+            let (q, d) = unsafe {
+                (
+                    qs.slice(rows.start * cols..rows.end * cols),
+                    ds.slice(rows.start * nb..rows.end * nb),
+                )
+            };
             quantize_rows(kernel, &x[rows.start * cols..rows.end * cols], q, d);
         };
         if n * cols >= 1 << 15 {
@@ -68,7 +84,11 @@ fn quantize_rows(kernel: Kernel, x: &[f32], qs: &mut [i8], ds: &mut [[f32; 2]]) 
         return;
     }
     let _ = kernel;
-    for ((xb, qb), d) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).zip(ds.iter_mut()) {
+    for ((xb, qb), d) in x
+        .chunks_exact(QK)
+        .zip(qs.chunks_exact_mut(QK))
+        .zip(ds.iter_mut())
+    {
         *d = quantize_block(xb, qb);
     }
 }

@@ -65,7 +65,10 @@ pub(crate) fn k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        (
+            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
     }
 }
 
@@ -94,7 +97,11 @@ pub(crate) fn decode_block(ty: GgmlType, block: &[u8], out: &mut [Sub]) {
 
 /// 16 bytes of nibbles: low nibbles are elements 0..16, high nibbles 16..32.
 fn nibbles(qs: &[u8], d: f32, min: f32, offset: i8) -> Sub {
-    let mut s = Sub { scale: [d; 2], min, ..Sub::default() };
+    let mut s = Sub {
+        scale: [d; 2],
+        min,
+        ..Sub::default()
+    };
     for (l, &b) in qs.iter().enumerate().take(16) {
         s.q[l] = (b & 0x0F) as i8 + offset;
         s.q[l + 16] = (b >> 4) as i8 + offset;
@@ -103,7 +110,10 @@ fn nibbles(qs: &[u8], d: f32, min: f32, offset: i8) -> Sub {
 }
 
 fn bytes8(qs: &[u8], d: f32) -> Sub {
-    let mut s = Sub { scale: [d; 2], ..Sub::default() };
+    let mut s = Sub {
+        scale: [d; 2],
+        ..Sub::default()
+    };
     for (o, &b) in s.q.iter_mut().zip(qs) {
         *o = b as i8;
     }
@@ -159,9 +169,18 @@ fn decode_q6k(block: &[u8], out: &mut [Sub]) {
 /// Dequantises one row (`row.len() == ty.row_bytes(out.len())`) into `out`.
 pub(crate) fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) {
     match ty {
-        GgmlType::F32 => out.iter_mut().enumerate().for_each(|(i, o)| *o = f32_at(row, 4 * i)),
-        GgmlType::F16 => out.iter_mut().enumerate().for_each(|(i, o)| *o = f16_at(row, 2 * i)),
-        GgmlType::BF16 => out.iter_mut().enumerate().for_each(|(i, o)| *o = bf16_at(row, 2 * i)),
+        GgmlType::F32 => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = f32_at(row, 4 * i)),
+        GgmlType::F16 => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = f16_at(row, 2 * i)),
+        GgmlType::BF16 => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = bf16_at(row, 2 * i)),
         _ => {
             let mut subs = [Sub::default(); QK_K / QK];
             let (bl, bb) = (ty.block_len(), ty.block_bytes());

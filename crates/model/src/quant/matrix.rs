@@ -35,7 +35,13 @@ impl QMatrix {
                 data.len()
             )));
         }
-        Ok(Self { ty, rows, cols, row_bytes, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
     }
 
     /// Quantises row-major f32 `values` (`rows * cols` of them) into format `ty`.
@@ -52,7 +58,10 @@ impl QMatrix {
         }
         let mut data = vec![0u8; row_bytes * rows];
         if cols > 0 {
-            for (x, out) in values.chunks_exact(cols).zip(data.chunks_exact_mut(row_bytes)) {
+            for (x, out) in values
+                .chunks_exact(cols)
+                .zip(data.chunks_exact_mut(row_bytes))
+            {
                 quantize_row(ty, x, out);
             }
         }
@@ -89,7 +98,11 @@ impl QMatrix {
     /// # Panics
     /// If `row >= rows` or `out.len() != cols` (caller bugs, like slice indexing).
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
-        assert!(row < self.rows, "row {row} out of range for {} rows", self.rows);
+        assert!(
+            row < self.rows,
+            "row {row} out of range for {} rows",
+            self.rows
+        );
         assert_eq!(out.len(), self.cols, "output length must equal cols");
         let start = row * self.row_bytes;
         dequantize_row(self.ty, &self.bytes()[start..start + self.row_bytes], out);
@@ -99,7 +112,11 @@ impl QMatrix {
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
         if self.cols > 0 {
-            for (row, o) in self.bytes().chunks_exact(self.row_bytes).zip(out.chunks_exact_mut(self.cols)) {
+            for (row, o) in self
+                .bytes()
+                .chunks_exact(self.row_bytes)
+                .zip(out.chunks_exact_mut(self.cols))
+            {
                 dequantize_row(self.ty, row, o);
             }
         }
@@ -109,8 +126,10 @@ impl QMatrix {
     /// `out[n, rows] = x[n, cols] · Wᵀ`, with `x` and `out` row-major f32.
     ///
     /// Block formats quantise `x` to 8 bits per 32-element block first (the
-    /// result matches the f32 product to within that quantisation); float
-    /// formats multiply in f32.
+    /// result matches the f32 product to within that quantisation: each
+    /// activation is off by at most `max|x_block| / 254`); float formats
+    /// multiply in f32. Work is spread over `pool`, so this must not be called
+    /// from inside a task running on the same pool.
     ///
     /// # Errors
     /// [`Error::Shape`] if `x.len() != n * cols` or `out.len() != n * rows`.
@@ -142,7 +161,11 @@ impl QMatrix {
                 self.rows
             )));
         }
-        let kernel = if kernel.supported() { kernel } else { Kernel::active() };
+        let kernel = if kernel.supported() {
+            kernel
+        } else {
+            Kernel::active()
+        };
         super::kernels::driver::matmul(kernel, self, pool, x, n, out);
         Ok(())
     }

@@ -47,7 +47,8 @@ fn q_near(x: f32, d: f32, lo: i32, hi: i32) -> i32 {
 
 /// The element with the largest magnitude, sign kept.
 fn signed_absmax(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+    x.iter()
+        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
 fn amax(x: &[f32]) -> f32 {

@@ -26,7 +26,9 @@ fn u32_at(b: &[u8], off: usize) -> usize {
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn parse(raw: &[u8]) -> Fixture {
@@ -76,7 +78,8 @@ fn dequantization_matches_gguf_py_exactly() {
     let fx = fixtures();
     assert_eq!(fx.len(), 10);
     for f in fx {
-        let m = QMatrix::new(f.ty, f.rows, f.cols, TensorBytes::from(f.bytes.clone())).expect("fixture shape");
+        let m = QMatrix::new(f.ty, f.rows, f.cols, TensorBytes::from(f.bytes.clone()))
+            .expect("fixture shape");
         let ours = m.to_f32();
         for (i, (a, b)) in ours.iter().zip(&f.dequantized).enumerate() {
             assert!(a == b, "{}: element {i}: ours {a} vs gguf-py {b}", f.ty);
@@ -87,9 +90,15 @@ fn dequantization_matches_gguf_py_exactly() {
 #[test]
 fn quantizer_is_as_good_as_gguf_py() {
     for f in fixtures().into_iter().filter(|f| f.by_gguf) {
-        let ours = QMatrix::quantize(f.ty, f.rows, f.cols, &f.source).expect("fixture shape").to_f32();
+        let ours = QMatrix::quantize(f.ty, f.rows, f.cols, &f.source)
+            .expect("fixture shape")
+            .to_f32();
         let (e_ours, e_ref) = (rms(&ours, &f.source), rms(&f.dequantized, &f.source));
-        assert!(e_ours <= e_ref * 1.05 + 1e-9, "{}: our RMS error {e_ours} vs gguf-py {e_ref}", f.ty);
+        assert!(
+            e_ours <= e_ref * 1.05 + 1e-9,
+            "{}: our RMS error {e_ours} vs gguf-py {e_ref}",
+            f.ty
+        );
     }
 }
 
@@ -99,7 +108,8 @@ fn kernels_agree_with_reference_on_fixture_bit_patterns() {
     // never produce; every kernel must still decode them like the reference.
     let pool = ThreadPool::new(2);
     for f in fixtures() {
-        let m = QMatrix::new(f.ty, f.rows, f.cols, TensorBytes::from(f.bytes.clone())).expect("fixture shape");
+        let m = QMatrix::new(f.ty, f.rows, f.cols, TensorBytes::from(f.bytes.clone()))
+            .expect("fixture shape");
         let x = super::tests::data(5, 3, f.cols);
         check_all_kernels(&m, &x, 3, &pool);
     }

@@ -79,7 +79,10 @@ impl GgmlType {
         if let Some(t) = Self::ALL.iter().find(|t| t.ggml_id() == id) {
             return Ok(*t);
         }
-        let name = UNSUPPORTED.iter().find(|(i, _)| *i == id).map_or("unknown", |(_, n)| n);
+        let name = UNSUPPORTED
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map_or("unknown", |(_, n)| n);
         Err(Error::UnsupportedType(format!("{name} (ggml type {id})")))
     }
 

@@ -81,10 +81,36 @@ fn bad_batches_are_errors_not_panics() {
     let pool = ThreadPool::new(1);
     let m = model(GgmlType::F32);
     let mut cache = m.new_cache(4);
-    let err = |tokens: &[u32], cache| m.forward(&pool, &mut [BatchSeq { tokens, cache }]).unwrap_err().to_string();
-    assert!(err(&[], &mut cache).contains("no new tokens"));
-    assert!(err(&[1000], &mut cache).contains("outside the vocabulary"));
-    assert!(err(&[1, 2, 3, 4, 5], &mut cache).contains("exceeds the context window"));
+    let mut err = |tokens: &[u32]| {
+        m.forward(&pool, &mut [BatchSeq { tokens, cache: &mut cache }]).unwrap_err().to_string()
+    };
+    assert!(err(&[]).contains("no new tokens"));
+    assert!(err(&[1000]).contains("outside the vocabulary"));
+    assert!(err(&[1, 2, 3, 4, 5]).contains("exceeds the context window"));
     assert!(m.forward(&pool, &mut []).is_err());
     assert_eq!(cache.len(), 0, "a rejected batch leaves the cache untouched");
+}
+
+#[test]
+fn matches_a_naive_f64_reference() {
+    let pool = ThreadPool::new(2);
+    for ty in [GgmlType::F32, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_K] {
+        let m = model(ty);
+        let mut cache = m.new_cache(64);
+        let ours = m.forward_all(&pool, &TOKENS, &mut cache).unwrap();
+        let reference = crate::reference::logits(&m, &TOKENS);
+        let v = m.config().vocab_size;
+        for (pos, r) in reference.iter().enumerate() {
+            let d = crate::reference::max_diff(&ours[pos * v..(pos + 1) * v], r);
+            // Float weights see only f32 rounding; quantised weights also see
+            // the 8-bit activation quantisation of the integer kernels.
+            let spread = r.iter().copied().fold(f64::MIN, f64::max) - r.iter().copied().fold(f64::MAX, f64::min);
+            // Float weights see only f32 rounding: this pins the forward
+            // pass itself (RoPE, GQA attention, norms, cache). Quantised
+            // weights add the 8-bit activation quantisation of the integer
+            // kernels (which are tested against f32 on their own in `quant`).
+            let tol = if ty.is_float() { 1e-4 * spread } else { 0.03 * spread };
+            assert!(d < tol, "{ty:?} position {pos}: max diff {d} (spread {spread})");
+        }
+    }
 }

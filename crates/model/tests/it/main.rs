@@ -4,3 +4,4 @@
 mod forward;
 mod gguf_errors;
 mod real_model;
+mod reference;

@@ -32,7 +32,14 @@ fn model() -> &'static Model {
 fn greedy_answer_mentions_paris() {
     let m = model();
     let pool = ThreadPool::new(2);
-    let msgs = [ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }];
+    // With the template's built-in system prompt ("You are a helpful AI
+    // assistant named SmolLM…") this 135M Q4_1 model answers with a list of
+    // French landmarks, in llama.cpp exactly as here; with a plain system
+    // prompt both answer "The capital of France is Paris."
+    let msgs = [
+        ChatMessage::new("system", "You are a helpful assistant."),
+        ChatMessage::new("user", "What is the capital of France?"),
+    ];
     let prompt = m.chat_template().expect("SmolLM2 ships a chat template").render(&msgs, true).unwrap();
     let ids = m.tokenizer().encode(&prompt, false).unwrap();
     let params = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 40, stop: vec![] };
@@ -60,17 +67,24 @@ fn logits_match_llama_cpp() {
     let pool = ThreadPool::new(2);
     let mut cache = m.new_cache(ids.len());
     let ours = m.transformer().forward_all(&pool, &ids, &mut cache).unwrap();
+    let exact = crate::reference::logits(m.transformer(), &ids);
     let positions = [0, ids.len() - 1];
     for (k, &pos) in positions.iter().enumerate() {
         let a = &ours[pos * vocab..(pos + 1) * vocab];
         let b = &reference[k * vocab..(k + 1) * vocab];
         let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         let spread = b.iter().copied().fold(f32::MIN, f32::max) - b.iter().copied().fold(f32::MAX, f32::min);
-        eprintln!("position {pos}: max |ours - llama.cpp| = {max_diff:.4} (logit spread {spread:.1})");
-        // Tolerance: both engines quantise activations to 8 bits per block, but
-        // round and sum in different orders; 1% of the logit spread is far below
-        // any difference that would change the model's behaviour.
-        assert!(max_diff <= 0.01 * spread, "position {pos}: max diff {max_diff}");
+        let ours_vs_exact = crate::reference::max_diff(a, &exact[pos]);
+        let llama_vs_exact = crate::reference::max_diff(b, &exact[pos]);
+        eprintln!(
+            "position {pos}: max |ours - llama.cpp| = {max_diff:.4}, |ours - f64| = {ours_vs_exact:.4}, \
+             |llama.cpp - f64| = {llama_vs_exact:.4} (logit spread {spread:.1})"
+        );
+        // Both engines quantise activations to 8 bits and sum in different
+        // orders, so they differ by a few percent of the logit range at most;
+        // and ours must be at least as close to the exact f64 result.
+        assert!(max_diff <= 0.04 * spread, "position {pos}: max diff {max_diff}");
+        assert!(ours_vs_exact <= llama_vs_exact * 1.1, "position {pos}: ours further from exact");
         assert_eq!(credence_model::sampling::argmax(a), credence_model::sampling::argmax(b));
     }
 }

@@ -41,7 +41,10 @@ pub(crate) unsafe fn rows<const K: usize>(
         }
         XRows::Q8(x) => {
             check_q8(ty, row_bytes, x);
-            if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q8_1) {
+            if !matches!(
+                ty,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q8_1
+            ) {
                 // SAFETY: forwarded contract; activations checked above.
                 unsafe { avx2_kquant::rows(ty, w, row_bytes, x, out) };
                 return;
@@ -67,13 +70,19 @@ pub(crate) unsafe fn rows<const K: usize>(
 pub(super) fn check_q8<const K: usize>(ty: GgmlType, row_bytes: usize, xs: &[ActRow<'_>; K]) {
     let cols = row_bytes / ty.block_bytes() * ty.block_len();
     for x in xs {
-        assert!(x.qs.len() >= cols && x.ds.len() >= cols / QK, "activation row shorter than weight row");
+        assert!(
+            x.qs.len() >= cols && x.ds.len() >= cols / QK,
+            "activation row shorter than weight row"
+        );
     }
 }
 
 fn check_f32<const K: usize>(ty: GgmlType, row_bytes: usize, xs: &[&[f32]; K]) {
     let cols = row_bytes / ty.block_bytes();
-    assert!(xs.iter().all(|x| x.len() == cols), "activation row length differs from weight row");
+    assert!(
+        xs.iter().all(|x| x.len() == cols),
+        "activation row length differs from weight row"
+    );
 }
 
 /// Horizontal sum of 8 lanes.
@@ -101,7 +110,10 @@ pub(super) fn lane1(v: __m128) -> f32 {
 pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes.
     let b = unsafe { _mm_loadu_si128(p.cast()) };
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(b), b), _mm256_set1_epi8(0x0F))
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(b), b),
+        _mm256_set1_epi8(0x0F),
+    )
 }
 
 /// `[d, s, 0, 0]` of activation block `b`.
@@ -209,7 +221,9 @@ impl Fmt32 for Q4_1 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn header(p: *const u8) -> __m128 {
         // SAFETY: a Q4_1 block starts with the f16 pair {d, m}.
-        _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { p.cast::<i32>().read_unaligned() }))
+        _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+            p.cast::<i32>().read_unaligned()
+        }))
     }
 }
 
@@ -367,17 +381,30 @@ fn row_float<F: FloatFmt, const K: usize>(row: &[u8], xs: &[&[f32]; K]) -> [f32;
 pub(crate) unsafe fn quantize_acts(x: &[f32], qs: &mut [i8], ds: &mut [[f32; 2]]) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for ((xb, qb), d) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).zip(ds.iter_mut()) {
+    for ((xb, qb), d) in x
+        .chunks_exact(QK)
+        .zip(qs.chunks_exact_mut(QK))
+        .zip(ds.iter_mut())
+    {
         // SAFETY: `xb` holds 32 floats.
-        let v: [__m256; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * i)) });
+        let v: [__m256; 4] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * i)) });
         let m01 = _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask));
         let m23 = _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask));
         let amax = hmax(_mm256_max_ps(m01, m23));
         let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
         let i: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id)));
-        let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(i[0], i[1]),
+            _mm256_packs_epi32(i[2], i[3]),
+        );
         // SAFETY: `qb` holds 32 bytes.
-        unsafe { _mm256_storeu_si256(qb.as_mut_ptr().cast(), _mm256_permutevar8x32_epi32(packed, order)) };
+        unsafe {
+            _mm256_storeu_si256(
+                qb.as_mut_ptr().cast(),
+                _mm256_permutevar8x32_epi32(packed, order),
+            )
+        };
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
         let dv = amax / 127.0;
         *d = [dv, dv * hsum(_mm256_cvtepi32_ps(sum))];

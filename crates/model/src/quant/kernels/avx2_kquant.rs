@@ -48,12 +48,20 @@ unsafe fn row_q45k<const FIVE: bool, const K: usize>(row: &[u8], xs: &[ActRow<'_
     let qs_off = if FIVE { 48 } else { 16 };
     let mut acc = [_mm256_setzero_ps(); K];
     let mut macc = [_mm_setzero_ps(); K];
-    let (ones, low4, bit0) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+    let (ones, low4, bit0) = (
+        _mm256_set1_epi16(1),
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(1),
+    );
     for (sb, blk) in row.chunks_exact(bytes).enumerate() {
         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
         let p = blk.as_ptr();
         // SAFETY: Q5_K blocks hold 32 `qh` bytes at offset 16.
-        let qh = if FIVE { unsafe { _mm256_loadu_si256(p.add(16).cast()) } } else { _mm256_setzero_si256() };
+        let qh = if FIVE {
+            unsafe { _mm256_loadu_si256(p.add(16).cast()) }
+        } else {
+            _mm256_setzero_si256()
+        };
         for c in 0..4 {
             // SAFETY: 32 quant bytes per pair of sub-blocks, inside the block.
             let pair = unsafe { _mm256_loadu_si256(p.add(qs_off + 32 * c).cast()) };
@@ -61,14 +69,21 @@ unsafe fn row_q45k<const FIVE: bool, const K: usize>(row: &[u8], xs: &[ActRow<'_
                 let j = 2 * c + half;
                 let (sc, m) = k_scale_min(&blk[4..16], j);
                 let hdr = _mm_setr_ps(d * f32::from(sc), -(dmin * f32::from(m)), 0.0, 0.0);
-                let shifted = if half == 0 { pair } else { _mm256_srli_epi16::<4>(pair) };
+                let shifted = if half == 0 {
+                    pair
+                } else {
+                    _mm256_srli_epi16::<4>(pair)
+                };
                 let mut q = _mm256_and_si256(shifted, low4);
                 if FIVE {
-                    let hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), bit0);
+                    let hb =
+                        _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), bit0);
                     q = _mm256_or_si256(q, _mm256_slli_epi16::<4>(hb));
                 }
                 // SAFETY: activation block 8·sb + j exists (caller).
-                unsafe { step::<K, false, true>(&mut acc, &mut macc, q, ones, hdr, xs, 8 * sb + j) };
+                unsafe {
+                    step::<K, false, true>(&mut acc, &mut macc, q, ones, hdr, xs, 8 * sb + j)
+                };
             }
         }
     }
@@ -83,7 +98,11 @@ unsafe fn row_q45k<const FIVE: bool, const K: usize>(row: &[u8], xs: &[ActRow<'_
 unsafe fn row_q6k<const K: usize>(row: &[u8], xs: &[ActRow<'_>; K]) -> [f32; K] {
     let mut acc = [_mm256_setzero_ps(); K];
     let mut macc = [_mm_setzero_ps(); K];
-    let (low4, two, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+    let (low4, two, off) = (
+        _mm256_set1_epi8(0x0F),
+        _mm256_set1_epi8(3),
+        _mm256_set1_epi8(32),
+    );
     for (sb, blk) in row.chunks_exact(210).enumerate() {
         let p = blk.as_ptr();
         let hdr = _mm_set1_ps(f16_at(blk, 208));
@@ -98,13 +117,26 @@ unsafe fn row_q6k<const K: usize>(row: &[u8], xs: &[ActRow<'_>; K]) -> [f32; K] 
             };
             for k in 0..4 {
                 let lo_src = if k % 2 == 0 { ql0 } else { ql1 };
-                let lo = _mm256_and_si256(if k < 2 { lo_src } else { _mm256_srli_epi16::<4>(lo_src) }, low4);
-                let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), two);
+                let lo = _mm256_and_si256(
+                    if k < 2 {
+                        lo_src
+                    } else {
+                        _mm256_srli_epi16::<4>(lo_src)
+                    },
+                    low4,
+                );
+                let hi =
+                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), two);
                 let q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi)), off);
                 let s = 192 + 8 * h + 2 * k;
-                let sc = _mm256_set_m128i(_mm_set1_epi16(i16::from(blk[s + 1] as i8)), _mm_set1_epi16(i16::from(blk[s] as i8)));
+                let sc = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(blk[s + 1] as i8)),
+                    _mm_set1_epi16(i16::from(blk[s] as i8)),
+                );
                 // SAFETY: activation block 8·sb + 4·h + k exists (caller).
-                unsafe { step::<K, true, false>(&mut acc, &mut macc, q, sc, hdr, xs, 8 * sb + 4 * h + k) };
+                unsafe {
+                    step::<K, true, false>(&mut acc, &mut macc, q, sc, hdr, xs, 8 * sb + 4 * h + k)
+                };
             }
         }
     }

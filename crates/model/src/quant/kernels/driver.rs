@@ -8,10 +8,10 @@
 
 use std::ops::Range;
 
-use super::{Kernel, SharedMut, XRows};
+use super::{Kernel, XRows};
 use crate::quant::act::{self, QActs};
 use crate::quant::matrix::QMatrix;
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{SharedMut, ThreadPool};
 
 /// Activation rows per register tile.
 const TILE: usize = 4;
@@ -33,13 +33,22 @@ impl<'a> Source<'a> {
     fn tile<const K: usize>(self, c0: usize) -> XRows<'a, K> {
         match self {
             Self::Q8(a) => XRows::Q8(std::array::from_fn(|k| a.row(c0 + k))),
-            Self::F32 { x, cols } => XRows::F32(std::array::from_fn(|k| &x[(c0 + k) * cols..(c0 + k + 1) * cols])),
+            Self::F32 { x, cols } => XRows::F32(std::array::from_fn(|k| {
+                &x[(c0 + k) * cols..(c0 + k + 1) * cols]
+            })),
         }
     }
 }
 
 /// Computes `out = x · Wᵀ` (shapes already validated by the caller).
-pub(crate) fn matmul(kernel: Kernel, m: &QMatrix, pool: &ThreadPool, x: &[f32], n: usize, out: &mut [f32]) {
+pub(crate) fn matmul(
+    kernel: Kernel,
+    m: &QMatrix,
+    pool: &ThreadPool,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
     if n == 0 || m.rows() == 0 {
         return;
     }
@@ -50,7 +59,9 @@ pub(crate) fn matmul(kernel: Kernel, m: &QMatrix, pool: &ThreadPool, x: &[f32], 
     if m.ty().is_float() {
         run(kernel, m, pool, Source::F32 { x, cols: m.cols() }, n, out);
     } else {
-        act::with_quantized(kernel, pool, x, n, m.cols(), |a| run(kernel, m, pool, Source::Q8(a), n, out));
+        act::with_quantized(kernel, pool, x, n, m.cols(), |a| {
+            run(kernel, m, pool, Source::Q8(a), n, out)
+        });
     }
 }
 
@@ -67,9 +78,18 @@ fn plan(m: &QMatrix, n: usize, threads: usize) -> Plan {
     let x_tasks = n.div_ceil(x_per_task);
     let slab_rows = (SLAB_BYTES / m.row_bytes().max(1)).max(8);
     let want_row_tasks = (4 * threads).div_ceil(x_tasks).max(1);
-    let rows_per_task = m.rows().div_ceil(want_row_tasks).next_multiple_of(4).clamp(4, slab_rows);
+    let rows_per_task = m
+        .rows()
+        .div_ceil(want_row_tasks)
+        .next_multiple_of(4)
+        .clamp(4, slab_rows);
     let row_tasks = m.rows().div_ceil(rows_per_task);
-    Plan { rows_per_task, row_tasks, x_per_task, tasks: row_tasks * x_tasks }
+    Plan {
+        rows_per_task,
+        row_tasks,
+        x_per_task,
+        tasks: row_tasks * x_tasks,
+    }
 }
 
 fn run(kernel: Kernel, m: &QMatrix, pool: &ThreadPool, src: Source<'_>, n: usize, out: &mut [f32]) {
@@ -80,12 +100,19 @@ fn run(kernel: Kernel, m: &QMatrix, pool: &ThreadPool, src: Source<'_>, n: usize
         let (xt, rt) = (t / p.row_tasks, t % p.row_tasks);
         let r = rt * p.rows_per_task..((rt + 1) * p.rows_per_task).min(rows);
         let c = xt * p.x_per_task..((xt + 1) * p.x_per_task).min(n);
-        task(kernel, m, src, r, c, out);
+        task(kernel, m, src, r, c, &out);
     });
 }
 
 /// One task: weight rows `r` × activation rows `c`, in tiles of up to 4 activations.
-fn task(kernel: Kernel, m: &QMatrix, src: Source<'_>, r: Range<usize>, c: Range<usize>, out: SharedMut<f32>) {
+fn task(
+    kernel: Kernel,
+    m: &QMatrix,
+    src: Source<'_>,
+    r: Range<usize>,
+    c: Range<usize>,
+    out: &SharedMut<'_, f32>,
+) {
     let mut c0 = c.start;
     while c0 < c.end {
         let k = (c.end - c0).min(TILE);
@@ -99,7 +126,14 @@ fn task(kernel: Kernel, m: &QMatrix, src: Source<'_>, r: Range<usize>, c: Range<
     }
 }
 
-fn tile<const K: usize>(kernel: Kernel, m: &QMatrix, src: Source<'_>, r: Range<usize>, c0: usize, out: SharedMut<f32>) {
+fn tile<const K: usize>(
+    kernel: Kernel,
+    m: &QMatrix,
+    src: Source<'_>,
+    r: Range<usize>,
+    c0: usize,
+    out: &SharedMut<'_, f32>,
+) {
     let xs = src.tile::<K>(c0);
     let (rb, rows) = (m.row_bytes(), m.rows());
     let mut buf = [[0f32; K]; CHUNK];

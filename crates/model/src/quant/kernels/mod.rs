@@ -48,7 +48,10 @@ impl Kernel {
     /// Every path this CPU can run, slowest first.
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Kernel> {
-        [Self::Portable, Self::Avx2, Self::Avx512].into_iter().filter(|k| k.supported()).collect()
+        [Self::Portable, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .filter(|k| k.supported())
+            .collect()
     }
 
     /// The path used by [`super::QMatrix::matmul`]: the best supported one, or a
@@ -61,7 +64,9 @@ impl Kernel {
                 Ok(v) => match parse(&v) {
                     Some(k) => k.min(best),
                     None => {
-                        tracing::warn!("ignoring CREDENCE_KERNEL={v:?} (expected portable, avx2 or avx512)");
+                        tracing::warn!(
+                            "ignoring CREDENCE_KERNEL={v:?} (expected portable, avx2 or avx512)"
+                        );
                         best
                     }
                 },
@@ -145,34 +150,16 @@ pub(crate) fn rows<const K: usize>(
     }
 }
 
-/// A mutable slice shared by parallel tasks that each write a disjoint part.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SharedMut<T> {
-    ptr: *mut T,
-    len: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-// SAFETY: access goes through `slice`, whose contract requires disjoint ranges,
-// so sharing the pointer between threads is sound for `Send` element types.
-unsafe impl<T: Send> Send for SharedMut<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// Wraps `s`; the borrow must outlive every use of the wrapper.
-    pub(crate) fn new(s: &mut [T]) -> Self {
-        Self { ptr: s.as_mut_ptr(), len: s.len() }
-    }
-
-    /// The sub-slice `range`.
-    ///
-    /// # Safety
-    /// No two live slices obtained from this wrapper may overlap, and the wrapped
-    /// slice must still be borrowed (alive) by the creator.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.len, "SharedMut range out of bounds");
-        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start) }
+    #[test]
+    fn kernel_override_names_parse() {
+        assert_eq!(parse("portable"), Some(Kernel::Portable));
+        assert_eq!(parse(" AVX2 "), Some(Kernel::Avx2));
+        assert_eq!(parse("avx512"), Some(Kernel::Avx512));
+        assert_eq!(parse("avx512-vnni"), Some(Kernel::Avx512));
+        assert_eq!(parse("neon"), None);
     }
 }

@@ -51,7 +51,9 @@ fn row_q8<const K: usize>(ty: GgmlType, row: &[u8], acts: &[ActRow<'_>; K]) -> [
 /// the scales, then `min · s` for the additive part.
 fn sub_dot(sub: &Sub, xq: &[i8], [d, s]: [f32; 2]) -> f32 {
     let half = |h: usize| -> i32 {
-        (16 * h..16 * h + 16).map(|i| i32::from(sub.q[i]) * i32::from(xq[i])).sum()
+        (16 * h..16 * h + 16)
+            .map(|i| i32::from(sub.q[i]) * i32::from(xq[i]))
+            .sum()
     };
     d * (sub.scale[0] * half(0) as f32 + sub.scale[1] * half(1) as f32) + sub.min * s
 }

@@ -1,0 +1,186 @@
+//! End-to-end tests of the `credence` binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn credence() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credence"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// The SmolLM2-135M-Instruct GGUF: `$CREDENCE_MODEL_GGUF`, else the node's cache.
+fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("CREDENCE_MODEL_GGUF") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("CREDENCE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/credence")))
+        .expect("HOME is set");
+    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run `credence models fetch`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let output = credence().arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in ["node", "generate", "models", "bench"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[test]
+fn generate_streams_text_to_stdout() {
+    let output = credence()
+        .args(["generate", "--model"])
+        .arg(model_path())
+        .args([
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ])
+        .args(["--threads", "2"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    assert!(stderr.contains("prompt tokens"), "{stderr}");
+
+    let output = credence()
+        .args(["generate", "--chat", "--model"])
+        .arg(model_path())
+        .args([
+            "--prompt",
+            "Hi!",
+            "--max-tokens",
+            "4",
+            "--seed",
+            "3",
+            "--top-k",
+            "20",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn invalid_settings_fail_with_the_setting_named() {
+    let output = credence()
+        .args(["generate", "--model"])
+        .arg(model_path())
+        .args(["--prompt", "x", "--temperature", "-1"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("temperature"));
+
+    let output = credence()
+        .args(["node", "--queue-size", "0"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("queue_size"));
+}
+
+#[test]
+fn bench_generate_writes_json() {
+    let json = std::env::temp_dir().join(format!("credence-bench-{}.json", std::process::id()));
+    let output = credence()
+        .args(["bench", "generate", "--model"])
+        .arg(model_path())
+        .args([
+            "--threads",
+            "2",
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "3",
+            "--batches",
+            "2",
+        ])
+        .args(["--repetitions", "1", "--json"])
+        .arg(&json)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("decode, batch 2"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("written")).expect("JSON");
+    assert!(report["tg_tokens_per_s"].as_f64().is_some_and(|v| v > 0.0));
+    std::fs::remove_file(&json).ok();
+}
+
+#[test]
+fn node_serves_until_sigterm() {
+    let config = std::env::temp_dir().join(format!("credence-node-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nthreads = 1\nqueue_size = 2\n",
+    )
+    .expect("config");
+    let mut child = credence()
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .arg("--model")
+        .arg(model_path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = lines.next().expect("node exited early").expect("utf-8 log");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    };
+
+    let mut stream = TcpStream::connect(&addr).expect("connect");
+    stream
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("SmolLM2-135M-Instruct.Q4_1"),
+        "{response}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    std::fs::remove_file(&config).ok();
+}
