@@ -47,7 +47,11 @@ impl From<Vec<u8>> for TensorBytes {
 
 impl std::fmt::Debug for TensorBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if matches!(self, Self::Owned(_)) { "owned" } else { "mapped" };
+        let kind = if matches!(self, Self::Owned(_)) {
+            "owned"
+        } else {
+            "mapped"
+        };
         write!(f, "TensorBytes({kind}, {} bytes)", self.len())
     }
 }

@@ -75,14 +75,16 @@ impl LlamaConfig {
         let arch = Arch::parse(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let req = |k: &str| -> Result<usize> {
-            let v = f.get_u64(&key(k))?.ok_or_else(|| {
-                Error::Config(format!("missing metadata `{}`", key(k)))
-            })?;
+            let v = f
+                .get_u64(&key(k))?
+                .ok_or_else(|| Error::Config(format!("missing metadata `{}`", key(k))))?;
             usize::try_from(v).map_err(|_| Error::Config(format!("`{}` = {v} too large", key(k))))
         };
         let hidden_size = req("embedding_length")?;
         let n_heads = req("attention.head_count")?;
-        let n_kv_heads = f.get_u64(&key("attention.head_count_kv"))?.map_or(n_heads, |v| v as usize);
+        let n_kv_heads = f
+            .get_u64(&key("attention.head_count_kv"))?
+            .map_or(n_heads, |v| v as usize);
         let head_dim = match f.get_u64(&key("attention.key_length"))? {
             Some(v) => v as usize,
             None if n_heads > 0 => hidden_size / n_heads,
@@ -90,7 +92,12 @@ impl LlamaConfig {
         };
         let vocab_size = match f.get_u64(&key("vocab_size"))? {
             Some(v) => v as usize,
-            None => f.require("token_embd.weight")?.dims.get(1).copied().unwrap_or(0) as usize,
+            None => f
+                .require("token_embd.weight")?
+                .dims
+                .get(1)
+                .copied()
+                .unwrap_or(0) as usize,
         };
         let cfg = Self {
             arch,
@@ -103,8 +110,14 @@ impl LlamaConfig {
             vocab_size,
             context_length: req("context_length")?,
             rope_theta: f.get_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
-            rms_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
-            rope_style: if arch == Arch::Qwen2 { RopeStyle::Halves } else { RopeStyle::Interleaved },
+            rms_eps: f
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5) as f32,
+            rope_style: if arch == Arch::Qwen2 {
+                RopeStyle::Halves
+            } else {
+                RopeStyle::Interleaved
+            },
             attention_bias: f.tensor_info("blk.0.attn_q.bias").is_some(),
         };
         cfg.validate()?;
@@ -113,14 +126,14 @@ impl LlamaConfig {
 
     /// Parses a Hugging Face `config.json`.
     pub fn from_hf_json(json: &str) -> Result<Self> {
-        let raw: HfConfig = serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        let raw: HfConfig =
+            serde_json::from_str(json).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         let arch = Arch::parse(&raw.model_type)?;
         let n_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        let head_dim = raw.head_dim.unwrap_or(if raw.num_attention_heads > 0 {
-            raw.hidden_size / raw.num_attention_heads
-        } else {
-            0
+        let head_dim = raw.head_dim.unwrap_or_else(|| {
+            raw.hidden_size
+                .checked_div(raw.num_attention_heads)
+                .unwrap_or(0)
         });
         let cfg = Self {
             arch,
@@ -156,20 +169,29 @@ impl LlamaConfig {
         if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be positive")));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::Config(format!(
                 "{} query heads are not a multiple of {} key/value heads",
                 self.n_heads, self.n_kv_heads
             )));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(Error::Config(format!("head_dim {} must be even for RoPE", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim
+            )));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(Error::Config(format!("rope_theta {} must be positive", self.rope_theta)));
+            return Err(Error::Config(format!(
+                "rope_theta {} must be positive",
+                self.rope_theta
+            )));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
-            return Err(Error::Config(format!("rms_eps {} must be positive", self.rms_eps)));
+            return Err(Error::Config(format!(
+                "rms_eps {} must be positive",
+                self.rms_eps
+            )));
         }
         Ok(())
     }
@@ -219,7 +241,9 @@ mod tests {
     fn bad_configs_are_rejected_with_names() {
         let bad = r#"{"model_type":"gpt_neox","hidden_size":64,"intermediate_size":128,
             "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100,"max_position_embeddings":256}"#;
-        assert!(matches!(LlamaConfig::from_hf_json(bad), Err(Error::UnsupportedArchitecture(a)) if a == "gpt_neox"));
+        assert!(
+            matches!(LlamaConfig::from_hf_json(bad), Err(Error::UnsupportedArchitecture(a)) if a == "gpt_neox")
+        );
         let gqa = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,
             "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":3,"vocab_size":100,"max_position_embeddings":256}"#;
         let e = LlamaConfig::from_hf_json(gqa).unwrap_err().to_string();

@@ -70,16 +70,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Builds an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Builds an [`Error::Tensor`].
     pub fn tensor(name: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self::Tensor { name: name.into(), problem: problem.into() }
+        Self::Tensor {
+            name: name.into(),
+            problem: problem.into(),
+        }
     }
 
     /// Builds an [`Error::InvalidParameter`].
     pub fn param(field: &'static str, problem: impl Into<String>) -> Self {
-        Self::InvalidParameter { field, problem: problem.into() }
+        Self::InvalidParameter {
+            field,
+            problem: problem.into(),
+        }
     }
 }

@@ -32,7 +32,11 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        Self { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new() }
+        Self {
+            sampling: SamplingParams::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+        }
     }
 }
 
@@ -44,7 +48,10 @@ impl GenerateParams {
             return Err(Error::param("max_tokens", "must be at least 1"));
         }
         if self.stop.len() > MAX_STOP_STRINGS {
-            return Err(Error::param("stop", format!("at most {MAX_STOP_STRINGS} stop strings")));
+            return Err(Error::param(
+                "stop",
+                format!("at most {MAX_STOP_STRINGS} stop strings"),
+            ));
         }
         if self.stop.iter().any(String::is_empty) {
             return Err(Error::param("stop", "stop strings must not be empty"));
@@ -91,7 +98,10 @@ pub fn generate(
         return Err(Error::param("prompt", "must not be empty"));
     }
     if prompt.len() >= context {
-        return Err(Error::ContextOverflow { tokens: prompt.len() + 1, context });
+        return Err(Error::ContextOverflow {
+            tokens: prompt.len() + 1,
+            context,
+        });
     }
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let mut cache = model.new_cache(prompt.len() + params.max_tokens);
@@ -106,7 +116,13 @@ pub fn generate(
     let mut input = prompt.to_vec();
     let mut completion_tokens = 0;
     let finish_reason = loop {
-        let mut logits = model.forward(pool, &mut [BatchSeq { tokens: &input, cache: &mut cache }])?;
+        let mut logits = model.forward(
+            pool,
+            &mut [BatchSeq {
+                tokens: &input,
+                cache: &mut cache,
+            }],
+        )?;
         let token = sampler.sample(&mut logits[0], &history);
         completion_tokens += 1;
         history.push(token);
@@ -135,5 +151,10 @@ pub fn generate(
             let _ = emit(&safe, &mut text);
         }
     }
-    Ok(GenerationOutput { text, prompt_tokens: prompt.len(), completion_tokens, finish_reason })
+    Ok(GenerationOutput {
+        text,
+        prompt_tokens: prompt.len(),
+        completion_tokens,
+        finish_reason,
+    })
 }

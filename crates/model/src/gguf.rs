@@ -186,7 +186,9 @@ impl GgufFile {
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(Error::Gguf(format!("unsupported GGUF version {version} (need 2 or 3)")));
+            return Err(Error::Gguf(format!(
+                "unsupported GGUF version {version} (need 2 or 3)"
+            )));
         }
         let n_tensors = r.count("tensor count", 8)?;
         let n_kv = r.count("metadata count", 12)?;
@@ -199,7 +201,9 @@ impl GgufFile {
         }
         let alignment = match metadata.get("general.alignment") {
             Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
-                Error::Gguf(format!("general.alignment must be a power of two, got {v:?}"))
+                Error::Gguf(format!(
+                    "general.alignment must be a power of two, got {v:?}"
+                ))
             })?,
             None => DEFAULT_ALIGNMENT,
         };
@@ -214,11 +218,21 @@ impl GgufFile {
         for (name, dims, ty_id, offset) in raw {
             let tensor = checked_tensor(name, dims, ty_id, offset, data_start, file_len)?;
             if by_name.insert(tensor.name.clone(), tensors.len()).is_some() {
-                return Err(Error::Gguf(format!("duplicate tensor name `{}`", tensor.name)));
+                return Err(Error::Gguf(format!(
+                    "duplicate tensor name `{}`",
+                    tensor.name
+                )));
             }
             tensors.push(tensor);
         }
-        Ok(Self { path: path.to_owned(), map, version, metadata, tensors, by_name })
+        Ok(Self {
+            path: path.to_owned(),
+            map,
+            version,
+            metadata,
+            tensors,
+            by_name,
+        })
     }
 
     /// The file this was read from.
@@ -252,8 +266,9 @@ impl GgufFile {
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
         self.get(key)
             .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| Error::Gguf(format!("metadata `{key}` is not an integer: {v:?}")))
+                v.as_u64().ok_or_else(|| {
+                    Error::Gguf(format!("metadata `{key}` is not an integer: {v:?}"))
+                })
             })
             .transpose()
     }
@@ -270,7 +285,10 @@ impl GgufFile {
 
     /// The tensor's bytes (borrowed from the map).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> TensorBytes {
-        TensorBytes::Mapped { map: Arc::clone(&self.map), range: info.range.clone() }
+        TensorBytes::Mapped {
+            map: Arc::clone(&self.map),
+            range: info.range.clone(),
+        }
     }
 
     /// A 2-D tensor as a weight matrix `[rows = dims[1], cols = dims[0]]`.
@@ -279,24 +297,38 @@ impl GgufFile {
         let (rows, cols) = match info.dims[..] {
             [cols, rows] => (rows, cols),
             [cols] => (1, cols),
-            _ => return Err(Error::tensor(name, format!("expected 2 dims, got {:?}", info.dims))),
+            _ => {
+                return Err(Error::tensor(
+                    name,
+                    format!("expected 2 dims, got {:?}", info.dims),
+                ));
+            }
         };
-        QMatrix::new(info.ty, to_usize(rows)?, to_usize(cols)?, self.tensor_bytes(info))
-            .map_err(|e| Error::tensor(name, e.to_string()))
+        QMatrix::new(
+            info.ty,
+            to_usize(rows)?,
+            to_usize(cols)?,
+            self.tensor_bytes(info),
+        )
+        .map_err(|e| Error::tensor(name, e.to_string()))
     }
 
     /// A 1-D tensor (norm weights, biases) dequantised to f32.
     pub fn vector(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.require(name)?;
         if info.dims.len() != 1 {
-            return Err(Error::tensor(name, format!("expected 1 dim, got {:?}", info.dims)));
+            return Err(Error::tensor(
+                name,
+                format!("expected 1 dim, got {:?}", info.dims),
+            ));
         }
         Ok(self.matrix(name)?.to_f32())
     }
 
     /// A tensor descriptor that must exist.
     pub fn require(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensor_info(name).ok_or_else(|| Error::tensor(name, "missing from the GGUF file"))
+        self.tensor_info(name)
+            .ok_or_else(|| Error::tensor(name, "missing from the GGUF file"))
     }
 }
 
@@ -322,19 +354,30 @@ fn checked_tensor(
     if cols % block != 0 {
         return Err(Error::tensor(
             &name,
-            format!("row length {cols} is not a multiple of the {} block size {block}", ty.name()),
+            format!(
+                "row length {cols} is not a multiple of the {} block size {block}",
+                ty.name()
+            ),
         ));
     }
     let size = elements / block * ty.block_bytes() as u64;
     let start = data_start
         .checked_add(offset)
         .ok_or_else(|| Error::tensor(&name, "data offset overflows"))?;
-    let end = start.checked_add(size).filter(|&e| e <= file_len).ok_or_else(|| {
-        Error::Gguf(format!(
-            "tensor `{name}` ends past the end of the file ({file_len} bytes): truncated file?"
-        ))
-    })?;
-    Ok(TensorInfo { name, dims, ty, range: to_usize(start)?..to_usize(end)? })
+    let end = start
+        .checked_add(size)
+        .filter(|&e| e <= file_len)
+        .ok_or_else(|| {
+            Error::Gguf(format!(
+                "tensor `{name}` ends past the end of the file ({file_len} bytes): truncated file?"
+            ))
+        })?;
+    Ok(TensorInfo {
+        name,
+        dims,
+        ty,
+        range: to_usize(start)?..to_usize(end)?,
+    })
 }
 
 type RawTensor = (String, Vec<u64>, u32, u64);
@@ -347,12 +390,16 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            Error::Gguf(format!(
-                "unexpected end of file at byte {} reading {n} bytes: truncated file?",
-                self.pos
-            ))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                Error::Gguf(format!(
+                    "unexpected end of file at byte {} reading {n} bytes: truncated file?",
+                    self.pos
+                ))
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -416,7 +463,11 @@ impl<'a> Reader<'a> {
                 }
                 MetaValue::Array(items)
             }
-            9 => return Err(Error::Gguf("nested metadata arrays are not supported".into())),
+            9 => {
+                return Err(Error::Gguf(
+                    "nested metadata arrays are not supported".into(),
+                ));
+            }
             10 => MetaValue::U64(self.u64()?),
             11 => MetaValue::I64(i64::from_le_bytes(self.array()?)),
             12 => MetaValue::F64(f64::from_le_bytes(self.array()?)),
@@ -428,9 +479,14 @@ impl<'a> Reader<'a> {
         let name = self.string()?;
         let n_dims = self.u32()?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(Error::tensor(&name, format!("{n_dims} dimensions (1..=4 supported)")));
+            return Err(Error::tensor(
+                &name,
+                format!("{n_dims} dimensions (1..=4 supported)"),
+            ));
         }
-        let dims = (0..n_dims).map(|_| self.u64()).collect::<Result<Vec<_>>>()?;
+        let dims = (0..n_dims)
+            .map(|_| self.u64())
+            .collect::<Result<Vec<_>>>()?;
         let ty = self.u32()?;
         let offset = self.u64()?;
         Ok((name, dims, ty, offset))
@@ -459,14 +515,16 @@ impl GgufWriter {
     /// Adds a weight matrix (stored as `[cols, rows]` dims, GGML order).
     pub fn matrix(&mut self, name: impl Into<String>, m: &QMatrix) -> &mut Self {
         let dims = vec![m.cols() as u64, m.rows() as u64];
-        self.tensors.push((name.into(), dims, m.ty(), m.bytes().to_vec()));
+        self.tensors
+            .push((name.into(), dims, m.ty(), m.bytes().to_vec()));
         self
     }
 
     /// Adds an f32 vector.
     pub fn vector(&mut self, name: impl Into<String>, v: &[f32]) -> &mut Self {
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.tensors.push((name.into(), vec![v.len() as u64], GgmlType::F32, bytes));
+        self.tensors
+            .push((name.into(), vec![v.len() as u64], GgmlType::F32, bytes));
         self
     }
 
@@ -487,13 +545,15 @@ impl GgufWriter {
         for (name, dims, ty, bytes) in &self.tensors {
             put_string(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            dims.iter()
+                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
             out.extend_from_slice(&ty.ggml_id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
             offset = (offset + bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         }
-        let data_start = out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize;
+        let data_start =
+            out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize;
         for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
             out.resize(data_start + off as usize, 0);
             out.extend_from_slice(bytes);
@@ -505,7 +565,9 @@ impl GgufWriter {
     pub fn write(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("gguf.tmp");
         let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&self.to_bytes()).and_then(|()| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&self.to_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 }
@@ -561,13 +623,18 @@ impl GgufFile {
         };
         let id = |key: &str| -> Result<Option<u32>> {
             self.get_u64(key)?
-                .map(|v| u32::try_from(v).map_err(|_| Error::Gguf(format!("`{key}` = {v} too large"))))
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| Error::Gguf(format!("`{key}` = {v} too large")))
+                })
                 .transpose()
         };
         let flag = |key: &str| self.get(key).and_then(MetaValue::as_bool);
         Ok(crate::tokenizer::GgufTokenizerSpec {
             model: self.get_str("tokenizer.ggml.model")?.to_owned(),
-            pre: self.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).map(str::to_owned),
+            pre: self
+                .get("tokenizer.ggml.pre")
+                .and_then(MetaValue::as_str)
+                .map(str::to_owned),
             tokens: strings("tokenizer.ggml.tokens")?
                 .ok_or_else(|| Error::Gguf("missing `tokenizer.ggml.tokens`".into()))?,
             token_types: numbers("tokenizer.ggml.token_type")?

@@ -52,14 +52,21 @@ impl KvCache {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        self.keys.iter().chain(&self.values).map(|v| v.capacity() * 4).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|v| v.capacity() * 4)
+            .sum()
     }
 
     /// Forgets positions from `len` on (rolls back, or reuses a shared prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
         let keep = self.len * self.kv_dim;
-        self.keys.iter_mut().chain(self.values.iter_mut()).for_each(|v| v.truncate(keep));
+        self.keys
+            .iter_mut()
+            .chain(self.values.iter_mut())
+            .for_each(|v| v.truncate(keep));
     }
 
     /// Whether this cache was made for a model of this shape.
@@ -70,7 +77,10 @@ impl KvCache {
     /// Checks that `n` more positions fit.
     pub(crate) fn check_room(&self, n: usize) -> Result<()> {
         if n > self.remaining() {
-            return Err(Error::ContextOverflow { tokens: self.len + n, context: self.capacity });
+            return Err(Error::ContextOverflow {
+                tokens: self.len + n,
+                context: self.capacity,
+            });
         }
         Ok(())
     }

@@ -50,7 +50,10 @@ struct FusedLayer {
 
 impl FusedLayer {
     fn new(w: &LayerWeights) -> Self {
-        Self { qkv: RowStack::new(&[&w.wq, &w.wk, &w.wv]), gate_up: RowStack::new(&[&w.w_gate, &w.w_up]) }
+        Self {
+            qkv: RowStack::new(&[&w.wq, &w.wk, &w.wv]),
+            gate_up: RowStack::new(&[&w.w_gate, &w.w_up]),
+        }
     }
 }
 
@@ -66,8 +69,14 @@ enum RowStack {
 impl RowStack {
     fn new(parts: &[&QMatrix]) -> Self {
         let first = parts[0];
-        if parts.iter().all(|m| m.ty() == first.ty() && m.cols() == first.cols()) {
-            let bytes: Vec<u8> = parts.iter().flat_map(|m| m.bytes().iter().copied()).collect();
+        if parts
+            .iter()
+            .all(|m| m.ty() == first.ty() && m.cols() == first.cols())
+        {
+            let bytes: Vec<u8> = parts
+                .iter()
+                .flat_map(|m| m.bytes().iter().copied())
+                .collect();
             let rows = parts.iter().map(|m| m.rows()).sum();
             if let Ok(m) = QMatrix::new(first.ty(), rows, first.cols(), bytes.into()) {
                 return Self::Stacked(m);
@@ -151,10 +160,19 @@ impl Transformer {
         }
         let half = config.head_dim / 2;
         let inv_freq = (0..half)
-            .map(|i| config.rope_theta.powf(-((2 * i) as f32) / config.head_dim as f32))
+            .map(|i| {
+                config
+                    .rope_theta
+                    .powf(-((2 * i) as f32) / config.head_dim as f32)
+            })
             .collect();
         let fused = weights.layers.iter().map(FusedLayer::new).collect();
-        Ok(Self { config, weights, fused, inv_freq })
+        Ok(Self {
+            config,
+            weights,
+            fused,
+            inv_freq,
+        })
     }
 
     /// The model's dimensions.
@@ -176,15 +194,26 @@ impl Transformer {
     /// sequence's last new token.
     pub fn forward(&self, pool: &ThreadPool, batch: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>> {
         let (hidden, layout) = self.hidden_states(pool, batch)?;
-        let last: Vec<usize> =
-            batch.iter().zip(&layout.starts).map(|(s, &st)| st + s.tokens.len() - 1).collect();
+        let last: Vec<usize> = batch
+            .iter()
+            .zip(&layout.starts)
+            .map(|(s, &st)| st + s.tokens.len() - 1)
+            .collect();
         let logits = self.logits(pool, &hidden, &last);
-        Ok(logits.chunks_exact(self.config.vocab_size).map(<[f32]>::to_vec).collect())
+        Ok(logits
+            .chunks_exact(self.config.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// Processes `tokens` for one sequence and returns the logits of every
     /// token, `[tokens.len(), vocab]` row-major (evaluation, perplexity).
-    pub fn forward_all(&self, pool: &ThreadPool, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    pub fn forward_all(
+        &self,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
         let mut batch = [BatchSeq { tokens, cache }];
         let (hidden, _) = self.hidden_states(pool, &mut batch)?;
         let rows: Vec<usize> = (0..tokens.len()).collect();
@@ -197,16 +226,24 @@ impl Transformer {
         }
         for seq in batch {
             if seq.tokens.is_empty() {
-                return Err(Error::Shape("a sequence in the batch has no new tokens".into()));
+                return Err(Error::Shape(
+                    "a sequence in the batch has no new tokens".into(),
+                ));
             }
-            if let Some(&bad) = seq.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            if let Some(&bad) = seq
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
                 return Err(Error::Shape(format!(
                     "token id {bad} is outside the vocabulary of {}",
                     self.config.vocab_size
                 )));
             }
             if !seq.cache.fits(&self.config) {
-                return Err(Error::Shape("KV cache was made for a different model".into()));
+                return Err(Error::Shape(
+                    "KV cache was made for a different model".into(),
+                ));
             }
             seq.cache.check_room(seq.tokens.len())?;
         }
@@ -214,25 +251,40 @@ impl Transformer {
     }
 
     fn layout(batch: &[BatchSeq<'_>]) -> Layout {
-        let mut layout = Layout { starts: Vec::new(), positions: Vec::new(), seq_of: Vec::new() };
+        let mut layout = Layout {
+            starts: Vec::new(),
+            positions: Vec::new(),
+            seq_of: Vec::new(),
+        };
         for (i, seq) in batch.iter().enumerate() {
             layout.starts.push(layout.positions.len());
             let base = seq.cache.len();
             layout.positions.extend(base..base + seq.tokens.len());
-            layout.seq_of.extend(std::iter::repeat_n(i, seq.tokens.len()));
+            layout
+                .seq_of
+                .extend(std::iter::repeat_n(i, seq.tokens.len()));
         }
         layout
     }
 
     /// Runs every layer; returns the residual stream `[tokens, hidden]`.
-    fn hidden_states(&self, pool: &ThreadPool, batch: &mut [BatchSeq<'_>]) -> Result<(Vec<f32>, Layout)> {
+    fn hidden_states(
+        &self,
+        pool: &ThreadPool,
+        batch: &mut [BatchSeq<'_>],
+    ) -> Result<(Vec<f32>, Layout)> {
         self.check_batch(batch)?;
         let layout = Self::layout(batch);
         let c = &self.config;
         let rows = layout.positions.len();
         let mut x = vec![0f32; rows * c.hidden_size];
-        let tokens: Vec<u32> = batch.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        pool.par_rows(&mut x, c.hidden_size, 64, &|i, row| self.weights.embed.row_to_f32(tokens[i] as usize, row));
+        let tokens: Vec<u32> = batch
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        pool.par_rows(&mut x, c.hidden_size, 64, &|i, row| {
+            self.weights.embed.row_to_f32(tokens[i] as usize, row)
+        });
         let mut s = Scratch::new(c, rows);
         for (l, (w, f)) in self.weights.layers.iter().zip(&self.fused).enumerate() {
             self.attention_block(pool, l, w, f, batch, &layout, &mut x, &mut s)?;
@@ -310,7 +362,9 @@ impl Transformer {
 
     fn norm_rows(&self, pool: &ThreadPool, x: &[f32], weight: &[f32], out: &mut [f32]) {
         let (h, eps) = (self.config.hidden_size, self.config.rms_eps);
-        pool.par_rows(out, h, 64, &|i, o| ops::rms_norm(&x[i * h..(i + 1) * h], weight, eps, o));
+        pool.par_rows(out, h, 64, &|i, o| {
+            ops::rms_norm(&x[i * h..(i + 1) * h], weight, eps, o)
+        });
     }
 
     /// Rotary position embedding of `heads` heads per row, in place.
@@ -337,7 +391,15 @@ impl Transformer {
     }
 
     /// Causal attention of every stacked query row against its sequence's cache.
-    fn attend(&self, pool: &ThreadPool, l: usize, caches: &[&KvCache], layout: &Layout, q: &[f32], out: &mut [f32]) {
+    fn attend(
+        &self,
+        pool: &ThreadPool,
+        l: usize,
+        caches: &[&KvCache],
+        layout: &Layout,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
         let c = &self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
@@ -349,8 +411,9 @@ impl Transformer {
             let (keys, values) = caches[layout.seq_of[t]].layer(l, pos + 1);
             let kv_off = (h / group) * hd;
             let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-            let mut scores: Vec<f32> =
-                (0..=pos).map(|j| ops::dot(qh, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale).collect();
+            let mut scores: Vec<f32> = (0..=pos)
+                .map(|j| ops::dot(qh, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale)
+                .collect();
             ops::softmax(&mut scores);
             // SAFETY: task (t, h) is the only writer of row t's head-h slice.
             let o = unsafe { shared.slice(t * qd + h * hd..t * qd + (h + 1) * hd) };
@@ -366,7 +429,12 @@ impl Transformer {
         let h = self.config.hidden_size;
         let mut normed = vec![0f32; rows.len() * h];
         pool.par_rows(&mut normed, h, 64, &|i, o| {
-            ops::rms_norm(&hidden[rows[i] * h..(rows[i] + 1) * h], &self.weights.norm, self.config.rms_eps, o)
+            ops::rms_norm(
+                &hidden[rows[i] * h..(rows[i] + 1) * h],
+                &self.weights.norm,
+                self.config.rms_eps,
+                o,
+            )
         });
         let mut out = vec![0f32; rows.len() * self.config.vocab_size];
         self.weights
@@ -382,7 +450,8 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 }
 
 fn add_row_bias(m: &mut [f32], bias: &[f32]) {
-    m.chunks_exact_mut(bias.len()).for_each(|row| add_into(row, bias));
+    m.chunks_exact_mut(bias.len())
+        .for_each(|row| add_into(row, bias));
 }
 
 /// A model ready to serve: transformer, tokenizer and chat template.
@@ -400,7 +469,11 @@ impl Model {
     /// `*.safetensors` and `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let model = if meta.is_dir() { Self::load_hf_dir(path)? } else { Self::load_gguf(path)? };
+        let model = if meta.is_dir() {
+            Self::load_hf_dir(path)?
+        } else {
+            Self::load_gguf(path)?
+        };
         tracing::info!(
             name = %model.name,
             layers = model.config().n_layers,
@@ -446,13 +519,21 @@ impl Model {
             .collect();
         shards.sort();
         if shards.is_empty() {
-            return Err(Error::Safetensors(format!("no *.safetensors files in {}", dir.display())));
+            return Err(Error::Safetensors(format!(
+                "no *.safetensors files in {}",
+                dir.display()
+            )));
         }
         let weights = ModelWeights::from_safetensors(&shards, &config)?;
         let tok_cfg = dir.join("tokenizer_config.json");
         let tok_cfg = tok_cfg.exists().then_some(tok_cfg);
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), tok_cfg.as_deref())?;
-        let chat_template = match tok_cfg.as_deref().map(hf_chat_template).transpose()?.flatten() {
+        let chat_template = match tok_cfg
+            .as_deref()
+            .map(hf_chat_template)
+            .transpose()?
+            .flatten()
+        {
             Some(src) => Some(chat_template_for(&tokenizer, &src)?),
             None => None,
         };
@@ -508,20 +589,24 @@ impl Model {
 
 /// Compiles a chat template with the tokenizer's BOS/EOS strings.
 fn chat_template_for(tokenizer: &Tokenizer, source: &str) -> Result<ChatTemplate> {
-    let text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default();
+    let text = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.id_to_token(i))
+            .unwrap_or_default()
+    };
     let eos = text(tokenizer.eos_ids().first().copied());
     ChatTemplate::new(source, &text(tokenizer.bos_id()), &eos)
 }
 
 fn file_stem(path: &Path) -> String {
-    path.file_stem().map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
+    path.file_stem()
+        .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
 }
 
 /// The `chat_template` entry of `tokenizer_config.json` (a string, or a list of named templates).
 fn hf_chat_template(path: &Path) -> Result<Option<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
     Ok(match v.get("chat_template") {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         Some(serde_json::Value::Array(items)) => items

@@ -30,26 +30,45 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.7, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: None }
+        Self {
+            temperature: 0.7,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: None,
+        }
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Rejects values outside their meaningful range.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
-            return Err(Error::param("temperature", format!("{} is not in [0, 100]", self.temperature)));
+            return Err(Error::param(
+                "temperature",
+                format!("{} is not in [0, 100]", self.temperature),
+            ));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::param("top_p", format!("{} is not in (0, 1]", self.top_p)));
+            return Err(Error::param(
+                "top_p",
+                format!("{} is not in (0, 1]", self.top_p),
+            ));
         }
         if !(self.min_p.is_finite() && (0.0..1.0).contains(&self.min_p)) {
-            return Err(Error::param("min_p", format!("{} is not in [0, 1)", self.min_p)));
+            return Err(Error::param(
+                "min_p",
+                format!("{} is not in [0, 1)", self.min_p),
+            ));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(Error::param(
@@ -73,7 +92,10 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let seed = params.seed.unwrap_or_else(entropy_seed);
-        Ok(Self { params, rng: SplitMix64(seed) })
+        Ok(Self {
+            params,
+            rng: SplitMix64(seed),
+        })
     }
 
     /// Picks the next token given the logits and the tokens seen so far
@@ -158,7 +180,11 @@ fn apply_repetition_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
 fn entropy_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -187,7 +213,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn params(t: f32) -> SamplingParams {
-        SamplingParams { temperature: t, seed: Some(7), ..SamplingParams::default() }
+        SamplingParams {
+            temperature: t,
+            seed: Some(7),
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -198,24 +228,40 @@ mod tests {
 
     #[test]
     fn repetition_penalty_changes_the_winner() {
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..SamplingParams::greedy()
+        })
+        .unwrap();
         assert_eq!(s.sample(&mut [0.0, 3.0, 2.0], &[1]), 2);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_min_p_filters() {
-        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.0) }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            ..params(1.0)
+        })
+        .unwrap();
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [1.0, 2.0, 1.5], &[]), 1);
         }
-        let s = Sampler::new(SamplingParams { min_p: 0.5, ..params(1.0) }).unwrap();
+        let s = Sampler::new(SamplingParams {
+            min_p: 0.5,
+            ..params(1.0)
+        })
+        .unwrap();
         let kept = s.filtered_probabilities(&[0.0, 5.0, 4.9, -3.0]);
         assert_eq!(kept.iter().map(|k| k.0).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
     fn top_p_keeps_the_nucleus() {
-        let s = Sampler::new(SamplingParams { top_p: 0.5, ..params(1.0) }).unwrap();
+        let s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            ..params(1.0)
+        })
+        .unwrap();
         let kept = s.filtered_probabilities(&[10.0, 0.0, 0.0]);
         assert_eq!(kept.len(), 1);
     }
@@ -223,8 +269,14 @@ mod tests {
     #[test]
     fn seeds_reproduce() {
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed: Some(seed), ..params(1.0) }).unwrap();
-            (0..32).map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05], &[])).collect::<Vec<_>>()
+            let mut s = Sampler::new(SamplingParams {
+                seed: Some(seed),
+                ..params(1.0)
+            })
+            .unwrap();
+            (0..32)
+                .map(|_| s.sample(&mut [1.0, 1.1, 0.9, 1.05], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
@@ -233,10 +285,34 @@ mod tests {
     #[test]
     fn invalid_params_name_the_field() {
         for (p, field) in [
-            (SamplingParams { temperature: -1.0, ..params(1.0) }, "temperature"),
-            (SamplingParams { top_p: 0.0, ..params(1.0) }, "top_p"),
-            (SamplingParams { min_p: 1.0, ..params(1.0) }, "min_p"),
-            (SamplingParams { repetition_penalty: f32::NAN, ..params(1.0) }, "repetition_penalty"),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..params(1.0)
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..params(1.0)
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    min_p: 1.0,
+                    ..params(1.0)
+                },
+                "min_p",
+            ),
+            (
+                SamplingParams {
+                    repetition_penalty: f32::NAN,
+                    ..params(1.0)
+                },
+                "repetition_penalty",
+            ),
         ] {
             match Sampler::new(p) {
                 Err(Error::InvalidParameter { field: f, .. }) => assert_eq!(f, field),

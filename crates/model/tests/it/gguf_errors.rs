@@ -16,7 +16,9 @@ fn open_bytes(bytes: &[u8]) -> String {
 
 #[test]
 fn missing_file_names_the_path() {
-    let e = GgufFile::open(std::path::Path::new("/nonexistent/model.gguf")).unwrap_err().to_string();
+    let e = GgufFile::open(std::path::Path::new("/nonexistent/model.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/model.gguf"), "{e}");
 }
 
@@ -41,7 +43,10 @@ fn every_truncation_is_an_error() {
 #[test]
 fn unsupported_tensor_type_is_named() {
     let m = QMatrix::quantize(GgmlType::F32, 1, 32, &[0.0; 32]).unwrap();
-    let mut bytes = GgufWriter::new().meta("k", MetaValue::U32(1)).matrix("t", &m).to_bytes();
+    let mut bytes = GgufWriter::new()
+        .meta("k", MetaValue::U32(1))
+        .matrix("t", &m)
+        .to_bytes();
     // The tensor's type id follows its name, dims count and dims: patch F32 (0) to Q2_K (10).
     let name_at = bytes.windows(1).rposition(|w| w == b"t").unwrap();
     let ty_at = name_at + 1 + 4 + 16;
@@ -64,7 +69,10 @@ fn version_and_counts_are_checked() {
 fn metadata_round_trips() {
     let mut w = GgufWriter::new();
     w.meta("s", MetaValue::String("héllo".into()))
-        .meta("a", MetaValue::Array(vec![MetaValue::I32(-1), MetaValue::I32(2)]))
+        .meta(
+            "a",
+            MetaValue::Array(vec![MetaValue::I32(-1), MetaValue::I32(2)]),
+        )
         .meta("f", MetaValue::F64(0.5))
         .meta("b", MetaValue::Bool(true));
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +80,13 @@ fn metadata_round_trips() {
     w.write(&p).unwrap();
     let f = GgufFile::open(&p).unwrap();
     assert_eq!(f.get_str("s").unwrap(), "héllo");
-    assert_eq!(f.get("a"), Some(&MetaValue::Array(vec![MetaValue::I32(-1), MetaValue::I32(2)])));
+    assert_eq!(
+        f.get("a"),
+        Some(&MetaValue::Array(vec![
+            MetaValue::I32(-1),
+            MetaValue::I32(2)
+        ]))
+    );
     assert_eq!(f.get_f64("f").unwrap(), Some(0.5));
     assert_eq!(f.get("b").and_then(MetaValue::as_bool), Some(true));
 }

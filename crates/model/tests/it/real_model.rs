@@ -10,12 +10,17 @@ use credence_model::threadpool::ThreadPool;
 
 /// The default model, fetched by `credence models fetch` (the test script runs it first).
 pub fn model_path() -> PathBuf {
-    std::env::var_os("CREDENCE_MODEL_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("CREDENCE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/credence")
-        });
-        home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
+    std::env::var_os("CREDENCE_MODEL_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("CREDENCE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                        .join(".cache/credence")
+                });
+            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
 }
 
 fn model() -> &'static Model {
@@ -23,7 +28,10 @@ fn model() -> &'static Model {
     MODEL.get_or_init(|| {
         let p = model_path();
         Model::load(&p).unwrap_or_else(|e| {
-            panic!("cannot load the default model at {}: {e}; run `credence models fetch`", p.display())
+            panic!(
+                "cannot load the default model at {}: {e}; run `credence models fetch`",
+                p.display()
+            )
         })
     })
 }
@@ -40,9 +48,17 @@ fn greedy_answer_mentions_paris() {
         ChatMessage::new("system", "You are a helpful assistant."),
         ChatMessage::new("user", "What is the capital of France?"),
     ];
-    let prompt = m.chat_template().expect("SmolLM2 ships a chat template").render(&msgs, true).unwrap();
+    let prompt = m
+        .chat_template()
+        .expect("SmolLM2 ships a chat template")
+        .render(&msgs, true)
+        .unwrap();
     let ids = m.tokenizer().encode(&prompt, false).unwrap();
-    let params = GenerateParams { sampling: SamplingParams::greedy(), max_tokens: 40, stop: vec![] };
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 40,
+        stop: vec![],
+    };
     let mut streamed = String::new();
     let out = generate(m, &pool, &ids, &params, &mut |t| {
         streamed.push_str(t);
@@ -57,23 +73,45 @@ fn greedy_answer_mentions_paris() {
 fn logits_match_llama_cpp() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logits");
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("smollm2_q4_1.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = meta["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("smollm2_q4_1.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = meta["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let raw = std::fs::read(dir.join("smollm2_q4_1.f32")).unwrap();
-    let reference: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let reference: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let m = model();
-    assert_eq!(m.tokenizer().encode(&meta["prompt"].as_str().unwrap(), false).unwrap(), ids);
+    assert_eq!(
+        m.tokenizer()
+            .encode(meta["prompt"].as_str().unwrap(), false)
+            .unwrap(),
+        ids
+    );
     let vocab = m.config().vocab_size;
     let pool = ThreadPool::new(2);
     let mut cache = m.new_cache(ids.len());
-    let ours = m.transformer().forward_all(&pool, &ids, &mut cache).unwrap();
+    let ours = m
+        .transformer()
+        .forward_all(&pool, &ids, &mut cache)
+        .unwrap();
     let exact = crate::reference::logits(m.transformer(), &ids);
     let positions = [0, ids.len() - 1];
     for (k, &pos) in positions.iter().enumerate() {
         let a = &ours[pos * vocab..(pos + 1) * vocab];
         let b = &reference[k * vocab..(k + 1) * vocab];
-        let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        let spread = b.iter().copied().fold(f32::MIN, f32::max) - b.iter().copied().fold(f32::MAX, f32::min);
+        let max_diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        let spread =
+            b.iter().copied().fold(f32::MIN, f32::max) - b.iter().copied().fold(f32::MAX, f32::min);
         let ours_vs_exact = crate::reference::max_diff(a, &exact[pos]);
         let llama_vs_exact = crate::reference::max_diff(b, &exact[pos]);
         eprintln!(
@@ -83,9 +121,18 @@ fn logits_match_llama_cpp() {
         // Both engines quantise activations to 8 bits and sum in different
         // orders, so they differ by a few percent of the logit range at most;
         // and ours must be at least as close to the exact f64 result.
-        assert!(max_diff <= 0.04 * spread, "position {pos}: max diff {max_diff}");
-        assert!(ours_vs_exact <= llama_vs_exact * 1.1, "position {pos}: ours further from exact");
-        assert_eq!(credence_model::sampling::argmax(a), credence_model::sampling::argmax(b));
+        assert!(
+            max_diff <= 0.04 * spread,
+            "position {pos}: max diff {max_diff}"
+        );
+        assert!(
+            ours_vs_exact <= llama_vs_exact * 1.1,
+            "position {pos}: ours further from exact"
+        );
+        assert_eq!(
+            credence_model::sampling::argmax(a),
+            credence_model::sampling::argmax(b)
+        );
     }
 }
 
@@ -97,13 +144,31 @@ fn batched_decode_matches_single_stream() {
     let mut alone = Vec::new();
     for p in prompts {
         let mut c = m.new_cache(16);
-        alone.push(m.forward(&pool, &mut [BatchSeq { tokens: p, cache: &mut c }]).unwrap().remove(0));
+        alone.push(
+            m.forward(
+                &pool,
+                &mut [BatchSeq {
+                    tokens: p,
+                    cache: &mut c,
+                }],
+            )
+            .unwrap()
+            .remove(0),
+        );
     }
     let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
-    let mut batch: Vec<_> = caches.iter_mut().zip(prompts).map(|(cache, tokens)| BatchSeq { tokens, cache }).collect();
+    let mut batch: Vec<_> = caches
+        .iter_mut()
+        .zip(prompts)
+        .map(|(cache, tokens)| BatchSeq { tokens, cache })
+        .collect();
     let together = m.forward(&pool, &mut batch).unwrap();
     for (a, b) in alone.iter().zip(&together) {
-        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(d < 1e-3, "batched logits differ by {d}");
     }
 }

@@ -14,17 +14,32 @@ struct Dense {
 
 impl Dense {
     fn new(m: &QMatrix) -> Self {
-        Self { rows: m.rows(), cols: m.cols(), w: m.to_f32().into_iter().map(f64::from).collect() }
+        Self {
+            rows: m.rows(),
+            cols: m.cols(),
+            w: m.to_f32().into_iter().map(f64::from).collect(),
+        }
     }
     fn apply(&self, x: &[f64]) -> Vec<f64> {
-        (0..self.rows).map(|r| self.w[r * self.cols..(r + 1) * self.cols].iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+        (0..self.rows)
+            .map(|r| {
+                self.w[r * self.cols..(r + 1) * self.cols]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
+            .collect()
     }
 }
 
 fn rms_norm(x: &[f64], w: &[f32], eps: f32) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let s = 1.0 / (ms + f64::from(eps)).sqrt();
-    x.iter().zip(w).map(|(v, w)| v * s * f64::from(*w)).collect()
+    x.iter()
+        .zip(w)
+        .map(|(v, w)| v * s * f64::from(*w))
+        .collect()
 }
 
 fn rope(v: &mut [f64], pos: usize, c: &LlamaConfig) {
@@ -48,11 +63,22 @@ pub fn logits(t: &Transformer, tokens: &[u32]) -> Vec<Vec<f64>> {
     let c = t.config();
     let w = t.weights();
     let embed = Dense::new(&w.embed);
-    let mut xs: Vec<Vec<f64>> =
-        tokens.iter().map(|&id| embed.w[id as usize * c.hidden_size..(id as usize + 1) * c.hidden_size].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&id| embed.w[id as usize * c.hidden_size..(id as usize + 1) * c.hidden_size].to_vec())
+        .collect();
     for lw in &w.layers {
-        let (wq, wk, wv, wo) = (Dense::new(&lw.wq), Dense::new(&lw.wk), Dense::new(&lw.wv), Dense::new(&lw.wo));
-        let (wg, wu, wd) = (Dense::new(&lw.w_gate), Dense::new(&lw.w_up), Dense::new(&lw.w_down));
+        let (wq, wk, wv, wo) = (
+            Dense::new(&lw.wq),
+            Dense::new(&lw.wk),
+            Dense::new(&lw.wv),
+            Dense::new(&lw.wo),
+        );
+        let (wg, wu, wd) = (
+            Dense::new(&lw.w_gate),
+            Dense::new(&lw.w_up),
+            Dense::new(&lw.w_down),
+        );
         let mut qs = Vec::new();
         let mut ks = Vec::new();
         let mut vs = Vec::new();
@@ -60,9 +86,15 @@ pub fn logits(t: &Transformer, tokens: &[u32]) -> Vec<Vec<f64>> {
             let h = rms_norm(x, &lw.attn_norm, c.rms_eps);
             let (mut q, mut k, mut v) = (wq.apply(&h), wk.apply(&h), wv.apply(&h));
             if let Some(b) = &lw.bias {
-                q.iter_mut().zip(&b.q).for_each(|(a, b)| *a += f64::from(*b));
-                k.iter_mut().zip(&b.k).for_each(|(a, b)| *a += f64::from(*b));
-                v.iter_mut().zip(&b.v).for_each(|(a, b)| *a += f64::from(*b));
+                q.iter_mut()
+                    .zip(&b.q)
+                    .for_each(|(a, b)| *a += f64::from(*b));
+                k.iter_mut()
+                    .zip(&b.k)
+                    .for_each(|(a, b)| *a += f64::from(*b));
+                v.iter_mut()
+                    .zip(&b.v)
+                    .for_each(|(a, b)| *a += f64::from(*b));
             }
             rope(&mut q, pos, c);
             rope(&mut k, pos, c);
@@ -78,7 +110,13 @@ pub fn logits(t: &Transformer, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let g = h / group;
                 let q = &qs[pos][h * hd..(h + 1) * hd];
                 let scores: Vec<f64> = (0..=pos)
-                    .map(|j| q.iter().zip(&ks[j][g * hd..(g + 1) * hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|j| {
+                        q.iter()
+                            .zip(&ks[j][g * hd..(g + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().copied().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -92,15 +130,24 @@ pub fn logits(t: &Transformer, tokens: &[u32]) -> Vec<Vec<f64>> {
             x.iter_mut().zip(wo.apply(&attn)).for_each(|(a, b)| *a += b);
             let h = rms_norm(x, &lw.ffn_norm, c.rms_eps);
             let (g, u) = (wg.apply(&h), wu.apply(&h));
-            let act: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             x.iter_mut().zip(wd.apply(&act)).for_each(|(a, b)| *a += b);
         }
     }
     let out = Dense::new(&w.output);
-    xs.iter().map(|x| out.apply(&rms_norm(x, &w.norm, c.rms_eps))).collect()
+    xs.iter()
+        .map(|x| out.apply(&rms_norm(x, &w.norm, c.rms_eps)))
+        .collect()
 }
 
 /// Largest absolute difference.
 pub fn max_diff(a: &[f32], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).abs())
+        .fold(0.0, f64::max)
 }
