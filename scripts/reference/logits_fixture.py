@@ -2,8 +2,8 @@
 """Reference logits from llama.cpp (llama-cpp-python) for the default model.
 
 Writes crates/model/tests/fixtures/logits/smollm2_q4_1.json (prompt token ids and
-metadata) and smollm2_q4_1.f32 (little-endian f32 logits of the first and the
-last prompt position, vocab-sized rows). The Rust test
+metadata) and smollm2_q4_1.f32 (little-endian f32 logits of every eighth and the
+last prompt position, vocab-sized rows, in the order of `positions`). The Rust test
 `real_model::logits_match_llama_cpp` compares our forward pass against them.
 
 Usage: <venv with llama-cpp-python>/bin/python scripts/reference/logits_fixture.py MODEL.gguf
@@ -30,14 +30,15 @@ def main() -> None:
     ids = llm.tokenize(PROMPT.encode("utf-8"), add_bos=False, special=True)
     llm.eval(ids)
     scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
-    rows = np.stack([scores[0], scores[len(ids) - 1]]).astype("<f4")
+    positions = sorted(set(list(range(0, len(ids), 8)) + [len(ids) - 1]))
+    rows = np.stack([scores[p] for p in positions]).astype("<f4")
     rows.tofile(out_dir / "smollm2_q4_1.f32")
     meta = {
         "model_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         "reference": "llama-cpp-python 0.3.36 (llama.cpp built from its sdist), n_threads=2",
         "prompt": PROMPT,
         "ids": ids,
-        "positions": [0, len(ids) - 1],
+        "positions": positions,
         "vocab": int(scores.shape[1]),
         "argmax": [int(r.argmax()) for r in rows],
     }

@@ -22,8 +22,8 @@ struct Job<'a> {
     body: &'a (dyn Fn(usize) + Sync),
     n_tasks: usize,
     next_task: AtomicUsize,
-    /// Workers that have not yet finished with this job.
-    pending_workers: AtomicUsize,
+    /// Tasks that have finished running.
+    done_tasks: AtomicUsize,
     panicked: AtomicBool,
 }
 
@@ -37,6 +37,7 @@ impl Job<'_> {
             if catch_unwind(AssertUnwindSafe(|| (self.body)(task))).is_err() {
                 self.panicked.store(true, Ordering::Relaxed);
             }
+            self.done_tasks.fetch_add(1, Ordering::Release);
         }
     }
 }
@@ -45,6 +46,8 @@ struct Shared {
     generation: AtomicU64,
     job: AtomicPtr<Job<'static>>,
     sleepers: AtomicUsize,
+    /// Workers currently between announcing themselves and leaving a job.
+    active: AtomicUsize,
     shutdown: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
@@ -73,6 +76,7 @@ impl ThreadPool {
             generation: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
             sleepers: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -122,12 +126,15 @@ impl ThreadPool {
             body,
             n_tasks,
             next_task: AtomicUsize::new(0),
-            pending_workers: AtomicUsize::new(self.workers.len()),
+            done_tasks: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         };
-        // SAFETY: the pointer is only dereferenced by workers between the
-        // generation bump below and their decrement of `pending_workers`; this
-        // function does not return (so `job` stays alive) until that count is 0.
+        // SAFETY: workers dereference the pointer only between incrementing and
+        // decrementing `active`, and only if they read it non-null in between.
+        // This function clears the pointer and then waits for `active` to reach
+        // 0 before returning, so `job` outlives every dereference. Waiting for
+        // tasks (not for every worker to check in) means a descheduled idle
+        // worker cannot stall the caller.
         let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
         self.shared.job.store(erased, Ordering::SeqCst);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
@@ -137,12 +144,15 @@ impl ThreadPool {
         }
         job.work();
         let mut spins = 0u32;
-        while job.pending_workers.load(Ordering::Acquire) != 0 {
+        while job.done_tasks.load(Ordering::Acquire) != n_tasks {
             spin_or_yield(&mut spins);
         }
         self.shared
             .job
             .store(std::ptr::null_mut(), Ordering::SeqCst);
+        while self.shared.active.load(Ordering::SeqCst) != 0 {
+            spin_or_yield(&mut spins);
+        }
         assert!(
             !job.panicked.load(Ordering::Relaxed),
             "a parallel task panicked"
@@ -252,13 +262,14 @@ fn worker_loop(shared: &Shared) {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        shared.active.fetch_add(1, Ordering::SeqCst);
         let ptr = shared.job.load(Ordering::SeqCst);
-        // SAFETY: a new generation with a non-null job means `run` is blocked
-        // waiting for this worker's decrement, so the job is alive.
+        // SAFETY: `run` clears the pointer before waiting for `active` to reach 0,
+        // so a non-null pointer seen after our increment stays valid until our decrement.
         if let Some(job) = unsafe { ptr.as_ref() } {
             job.work();
-            job.pending_workers.fetch_sub(1, Ordering::Release);
         }
+        shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -151,3 +151,13 @@ pub fn max_diff(a: &[f32], b: &[f64]) -> f64 {
         .map(|(x, y)| (f64::from(*x) - y).abs())
         .fold(0.0, f64::max)
 }
+
+/// Root-mean-square difference.
+pub fn rms_diff(a: &[f32], b: &[f64]) -> f64 {
+    (a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).powi(2))
+        .sum::<f64>()
+        / a.len() as f64)
+        .sqrt()
+}
