@@ -196,6 +196,32 @@ impl LlamaConfig {
         Ok(())
     }
 
+    /// Writes the `{arch}.*` keys that [`LlamaConfig::from_gguf`] reads back.
+    pub fn write_gguf_metadata(&self, w: &mut crate::gguf::GgufWriter) {
+        use crate::gguf::MetaValue;
+        let arch = match self.arch {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+        };
+        let n = |v: usize| MetaValue::U32(v as u32);
+        let key = |k: &str| format!("{arch}.{k}");
+        w.meta("general.architecture", MetaValue::String(arch.into()))
+            .meta(key("embedding_length"), n(self.hidden_size))
+            .meta(key("feed_forward_length"), n(self.intermediate_size))
+            .meta(key("block_count"), n(self.n_layers))
+            .meta(key("attention.head_count"), n(self.n_heads))
+            .meta(key("attention.head_count_kv"), n(self.n_kv_heads))
+            .meta(key("attention.key_length"), n(self.head_dim))
+            .meta(key("context_length"), n(self.context_length))
+            .meta(key("vocab_size"), n(self.vocab_size))
+            .meta(key("rope.freq_base"), MetaValue::F32(self.rope_theta))
+            .meta(
+                key("attention.layer_norm_rms_epsilon"),
+                MetaValue::F32(self.rms_eps),
+            );
+    }
+
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim

@@ -4,7 +4,7 @@
 
 use crate::config::{Arch, LlamaConfig, RopeStyle};
 use crate::error::Result;
-use crate::gguf::{GgufFile, GgufWriter, MetaValue};
+use crate::gguf::{GgufFile, GgufWriter};
 use crate::llama::Transformer;
 use crate::quant::{GgmlType, QMatrix};
 use crate::weights::ModelWeights;
@@ -61,20 +61,7 @@ pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8
     let mut rng = TestRng::new(seed);
     let c = config;
     let mut w = GgufWriter::new();
-    let u32v = |v: usize| MetaValue::U32(v as u32);
-    w.meta("general.architecture", MetaValue::String("llama".into()))
-        .meta("llama.embedding_length", u32v(c.hidden_size))
-        .meta("llama.feed_forward_length", u32v(c.intermediate_size))
-        .meta("llama.block_count", u32v(c.n_layers))
-        .meta("llama.attention.head_count", u32v(c.n_heads))
-        .meta("llama.attention.head_count_kv", u32v(c.n_kv_heads))
-        .meta("llama.context_length", u32v(c.context_length))
-        .meta("llama.vocab_size", u32v(c.vocab_size))
-        .meta("llama.rope.freq_base", MetaValue::F32(c.rope_theta))
-        .meta(
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(c.rms_eps),
-        );
+    config.write_gguf_metadata(&mut w);
     let mut matrix = |w: &mut GgufWriter, name: String, rows: usize, cols: usize| -> Result<()> {
         let scale = 1.0 / (cols as f32).sqrt() * 1.7;
         w.matrix(

@@ -86,73 +86,127 @@ impl TensorSource for GgufFile {
     }
 }
 
-/// Tensor names of one source format.
-struct Names {
-    embed: &'static str,
-    norm: &'static str,
-    output: &'static str,
-    layer: fn(usize, &str) -> String,
+/// The role of a tensor inside one transformer block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerTensor {
+    /// RMSNorm before attention.
+    AttnNorm,
+    /// Query projection.
+    Q,
+    /// Key projection.
+    K,
+    /// Value projection.
+    V,
+    /// Attention output projection.
+    O,
+    /// Query bias.
+    QBias,
+    /// Key bias.
+    KBias,
+    /// Value bias.
+    VBias,
+    /// RMSNorm before the MLP.
+    FfnNorm,
+    /// MLP gate projection.
+    Gate,
+    /// MLP up projection.
+    Up,
+    /// MLP down projection.
+    Down,
 }
 
-const GGUF_NAMES: Names = Names {
-    embed: "token_embd.weight",
-    norm: "output_norm.weight",
-    output: "output.weight",
-    layer: |i, part| {
-        let p = match part {
-            "attn_norm" => "attn_norm.weight",
-            "q" => "attn_q.weight",
-            "k" => "attn_k.weight",
-            "v" => "attn_v.weight",
-            "o" => "attn_output.weight",
-            "q_bias" => "attn_q.bias",
-            "k_bias" => "attn_k.bias",
-            "v_bias" => "attn_v.bias",
-            "ffn_norm" => "ffn_norm.weight",
-            "gate" => "ffn_gate.weight",
-            "up" => "ffn_up.weight",
-            _ => "ffn_down.weight",
-        };
-        format!("blk.{i}.{p}")
-    },
-};
+/// Per-layer tensor names: (role, GGUF suffix, Hugging Face suffix).
+const LAYER_NAMES: [(LayerTensor, &str, &str); 12] = [
+    (
+        LayerTensor::AttnNorm,
+        "attn_norm.weight",
+        "input_layernorm.weight",
+    ),
+    (LayerTensor::Q, "attn_q.weight", "self_attn.q_proj.weight"),
+    (LayerTensor::K, "attn_k.weight", "self_attn.k_proj.weight"),
+    (LayerTensor::V, "attn_v.weight", "self_attn.v_proj.weight"),
+    (
+        LayerTensor::O,
+        "attn_output.weight",
+        "self_attn.o_proj.weight",
+    ),
+    (LayerTensor::QBias, "attn_q.bias", "self_attn.q_proj.bias"),
+    (LayerTensor::KBias, "attn_k.bias", "self_attn.k_proj.bias"),
+    (LayerTensor::VBias, "attn_v.bias", "self_attn.v_proj.bias"),
+    (
+        LayerTensor::FfnNorm,
+        "ffn_norm.weight",
+        "post_attention_layernorm.weight",
+    ),
+    (LayerTensor::Gate, "ffn_gate.weight", "mlp.gate_proj.weight"),
+    (LayerTensor::Up, "ffn_up.weight", "mlp.up_proj.weight"),
+    (LayerTensor::Down, "ffn_down.weight", "mlp.down_proj.weight"),
+];
 
-const HF_NAMES: Names = Names {
-    embed: "model.embed_tokens.weight",
-    norm: "model.norm.weight",
-    output: "lm_head.weight",
-    layer: |i, part| {
-        let p = match part {
-            "attn_norm" => "input_layernorm.weight",
-            "q" => "self_attn.q_proj.weight",
-            "k" => "self_attn.k_proj.weight",
-            "v" => "self_attn.v_proj.weight",
-            "o" => "self_attn.o_proj.weight",
-            "q_bias" => "self_attn.q_proj.bias",
-            "k_bias" => "self_attn.k_proj.bias",
-            "v_bias" => "self_attn.v_proj.bias",
-            "ffn_norm" => "post_attention_layernorm.weight",
-            "gate" => "mlp.gate_proj.weight",
-            "up" => "mlp.up_proj.weight",
-            _ => "mlp.down_proj.weight",
-        };
-        format!("model.layers.{i}.{p}")
-    },
-};
+/// A checkpoint format's tensor naming scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// llama.cpp's GGUF names (`blk.N.attn_q.weight`).
+    Gguf,
+    /// Hugging Face transformers names (`model.layers.N.self_attn.q_proj.weight`).
+    HuggingFace,
+}
+
+impl Naming {
+    /// Token embedding matrix.
+    pub fn embed(self) -> &'static str {
+        match self {
+            Self::Gguf => "token_embd.weight",
+            Self::HuggingFace => "model.embed_tokens.weight",
+        }
+    }
+
+    /// Final norm.
+    pub fn norm(self) -> &'static str {
+        match self {
+            Self::Gguf => "output_norm.weight",
+            Self::HuggingFace => "model.norm.weight",
+        }
+    }
+
+    /// LM head (absent when tied to the embeddings).
+    pub fn output(self) -> &'static str {
+        match self {
+            Self::Gguf => "output.weight",
+            Self::HuggingFace => "lm_head.weight",
+        }
+    }
+
+    /// The name of `tensor` in block `layer`.
+    pub fn layer(self, layer: usize, tensor: LayerTensor) -> String {
+        let (_, gguf, hf) = LAYER_NAMES
+            .iter()
+            .find(|(t, _, _)| *t == tensor)
+            .expect("LAYER_NAMES lists every LayerTensor variant");
+        match self {
+            Self::Gguf => format!("blk.{layer}.{gguf}"),
+            Self::HuggingFace => format!("model.layers.{layer}.{hf}"),
+        }
+    }
+}
 
 impl ModelWeights {
     /// Loads the weights of a GGUF file.
     pub fn from_gguf(file: &GgufFile, config: &LlamaConfig) -> Result<Self> {
-        load(file, &GGUF_NAMES, config)
+        load(file, Naming::Gguf, config)
     }
 
     /// Loads the weights of a safetensors checkpoint (one or more files).
     pub fn from_safetensors(files: &[impl AsRef<Path>], config: &LlamaConfig) -> Result<Self> {
-        load(&SafetensorsSource::open(files)?, &HF_NAMES, config)
+        load(
+            &SafetensorsSource::open(files)?,
+            Naming::HuggingFace,
+            config,
+        )
     }
 }
 
-fn load(src: &dyn TensorSource, names: &Names, c: &LlamaConfig) -> Result<ModelWeights> {
+fn load(src: &dyn TensorSource, names: Naming, c: &LlamaConfig) -> Result<ModelWeights> {
     let (h, q, kv, ff, vocab) = (
         c.hidden_size,
         c.q_dim(),
@@ -160,36 +214,36 @@ fn load(src: &dyn TensorSource, names: &Names, c: &LlamaConfig) -> Result<ModelW
         c.intermediate_size,
         c.vocab_size,
     );
-    let embed = shaped(src, names.embed, vocab, h)?;
-    let output = if src.has(names.output) {
-        shaped(src, names.output, vocab, h)?
+    let embed = shaped(src, names.embed(), vocab, h)?;
+    let output = if src.has(names.output()) {
+        shaped(src, names.output(), vocab, h)?
     } else {
         embed.clone()
     };
-    let norm = sized(src, names.norm, h)?;
+    let norm = sized(src, names.norm(), h)?;
     let layers = (0..c.n_layers)
         .map(|i| {
-            let n = |part: &str| (names.layer)(i, part);
+            let n = |t: LayerTensor| names.layer(i, t);
             let bias = if c.attention_bias {
                 Some(QkvBias {
-                    q: sized(src, &n("q_bias"), q)?,
-                    k: sized(src, &n("k_bias"), kv)?,
-                    v: sized(src, &n("v_bias"), kv)?,
+                    q: sized(src, &n(LayerTensor::QBias), q)?,
+                    k: sized(src, &n(LayerTensor::KBias), kv)?,
+                    v: sized(src, &n(LayerTensor::VBias), kv)?,
                 })
             } else {
                 None
             };
             Ok(LayerWeights {
-                attn_norm: sized(src, &n("attn_norm"), h)?,
-                wq: shaped(src, &n("q"), q, h)?,
-                wk: shaped(src, &n("k"), kv, h)?,
-                wv: shaped(src, &n("v"), kv, h)?,
-                wo: shaped(src, &n("o"), h, q)?,
+                attn_norm: sized(src, &n(LayerTensor::AttnNorm), h)?,
+                wq: shaped(src, &n(LayerTensor::Q), q, h)?,
+                wk: shaped(src, &n(LayerTensor::K), kv, h)?,
+                wv: shaped(src, &n(LayerTensor::V), kv, h)?,
+                wo: shaped(src, &n(LayerTensor::O), h, q)?,
                 bias,
-                ffn_norm: sized(src, &n("ffn_norm"), h)?,
-                w_gate: shaped(src, &n("gate"), ff, h)?,
-                w_up: shaped(src, &n("up"), ff, h)?,
-                w_down: shaped(src, &n("down"), h, ff)?,
+                ffn_norm: sized(src, &n(LayerTensor::FfnNorm), h)?,
+                w_gate: shaped(src, &n(LayerTensor::Gate), ff, h)?,
+                w_up: shaped(src, &n(LayerTensor::Up), ff, h)?,
+                w_down: shaped(src, &n(LayerTensor::Down), h, ff)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

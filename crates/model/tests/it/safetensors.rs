@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use credence_model::config::LlamaConfig;
-use credence_model::gguf::{GgufFile, GgufWriter, MetaValue};
+use credence_model::gguf::{GgufFile, GgufWriter};
 use credence_model::llama::{Model, Transformer};
 use credence_model::quant::{GgmlType, QMatrix};
 use credence_model::testing::TestRng;
@@ -133,19 +133,7 @@ fn gguf_transformer(
     weights: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 ) -> Transformer {
     let mut w = GgufWriter::new();
-    let u = |v: usize| MetaValue::U32(v as u32);
-    w.meta("general.architecture", MetaValue::String("llama".into()))
-        .meta("llama.embedding_length", u(c.hidden_size))
-        .meta("llama.feed_forward_length", u(c.intermediate_size))
-        .meta("llama.block_count", u(c.n_layers))
-        .meta("llama.attention.head_count", u(c.n_heads))
-        .meta("llama.attention.head_count_kv", u(c.n_kv_heads))
-        .meta("llama.context_length", u(c.context_length))
-        .meta("llama.rope.freq_base", MetaValue::F32(c.rope_theta))
-        .meta(
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(c.rms_eps),
-        );
+    c.write_gguf_metadata(&mut w);
     for (name, (shape, values)) in weights {
         let g = gguf_name(name);
         if shape.len() == 1 {
