@@ -6,8 +6,9 @@
 #   scripts/bench-generate.sh [--threads N] [--model FILE.gguf] [--repetitions N]
 #                             [--batches 1,4,16,64] [--no-reference] [--out FILE.md]
 #
-# The reference (scripts/reference/bench_llamacpp.py) installs llama-cpp-python
-# into $CREDENCE_HOME/refvenv on first use, which compiles llama.cpp (~15 min).
+# The reference is llama.cpp's own `llama-bench` (pp, tg) and `llama-batched-bench`
+# (batched decode, 128-token prompts, as `credence bench generate`), built once
+# from source by scripts/reference/build_llama_bench.sh (~10 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +50,16 @@ echo "== credence" >&2
 
 if [ "$reference" = 1 ]; then
   echo "== llama.cpp" >&2
-  python3 scripts/reference/bench_llamacpp.py --model "$model" --threads "$threads" \
-    --prompt-tokens 512 --gen-tokens 128 --repetitions "$repetitions" --json "$work/llamacpp.json"
+  llama_bench="$(scripts/reference/build_llama_bench.sh)"
+  bindir="$(dirname "$llama_bench")"
+  "$bindir/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 -r "$repetitions" -o json \
+    > "$work/llama-bench.json"
+  if [ -n "$batches" ]; then
+    max_batch="$(tr ',' '\n' <<<"$batches" | sort -n | tail -1)"
+    "$bindir/llama-batched-bench" -m "$model" -t "$threads" -tb "$threads" \
+      -c $(( max_batch * 256 + 256 )) -b 2048 -ub 512 -npp 128 -ntg 128 -npl "$batches" \
+      --output-format jsonl 2>/dev/null | grep '^{' > "$work/llama-batched.jsonl"
+  fi
 fi
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -61,8 +70,22 @@ table="$(python3 - "$work" "$command_line" "$commit" "$cpu" <<'EOF'
 import json, sys, datetime, pathlib
 work, command, commit, cpu = sys.argv[1:5]
 ours = json.loads(pathlib.Path(work, "credence.json").read_text())
-ref_path = pathlib.Path(work, "llamacpp.json")
-ref = json.loads(ref_path.read_text()) if ref_path.exists() else None
+ref = None
+bench_path = pathlib.Path(work, "llama-bench.json")
+if bench_path.exists():
+    def median(xs):
+        xs = sorted(xs)
+        return (xs[len(xs) // 2] + xs[(len(xs) - 1) // 2]) / 2
+    runs = json.loads(bench_path.read_text())
+    ref = {"version": f"llama-bench (llama.cpp build {runs[0].get('build_commit', '?')})", "batched": {}}
+    for r in runs:
+        key = "pp_tokens_per_s" if r["n_gen"] == 0 else "tg_tokens_per_s"
+        ref[key] = median(r["samples_ts"])
+    batched_path = pathlib.Path(work, "llama-batched.jsonl")
+    if batched_path.exists():
+        for line in batched_path.read_text().splitlines():
+            r = json.loads(line)
+            ref["batched"][r["pl"]] = r["speed_tg"]
 
 def fmt(x):
     return "—" if x is None else f"{x:.1f}"
@@ -90,7 +113,8 @@ rows = [
      ref and ref["tg_tokens_per_s"]),
 ]
 for b in ours["batched"]:
-    rows.append((f"decode, batch {b['batch']} (total over all sequences)", b["tokens_per_s"], None))
+    rows.append((f"decode, batch {b['batch']}, 128-token prompts (total)", b["tokens_per_s"],
+                 ref and ref["batched"].get(b["batch"])))
 for name, a, b in rows:
     lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
 print("\n".join(lines))

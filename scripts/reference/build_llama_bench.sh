@@ -15,7 +15,7 @@ venv="$home/refvenv"
 src="$dest/src"
 if [ ! -d "$src" ]; then
   tmp="$(mktemp -d)"
-  "$venv/bin/pip" download -q --no-binary :all: --no-deps -d "$tmp" llama-cpp-python==0.3.36 >&2
+  "$venv/bin/pip" download -q --no-binary llama-cpp-python --no-deps -d "$tmp" llama-cpp-python==0.3.36 >&2
   mkdir -p "$tmp/x" && tar -xzf "$tmp"/llama_cpp_python-0.3.36.tar.gz -C "$tmp/x"
   mv "$tmp/x/llama_cpp_python-0.3.36/vendor/llama.cpp" "$src"
   rm -rf "$tmp"

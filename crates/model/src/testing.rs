@@ -59,6 +59,7 @@ pub fn tiny_config(block: usize) -> LlamaConfig {
 /// Writes a random model with projections stored as `ty` to GGUF bytes.
 pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8>> {
     let mut rng = TestRng::new(seed);
+    let mut bias_rng = TestRng::new(seed ^ 0xB1A5);
     let c = config;
     let mut w = GgufWriter::new();
     config.write_gguf_metadata(&mut w);
@@ -81,6 +82,11 @@ pub fn tiny_gguf(config: &LlamaConfig, ty: GgmlType, seed: u64) -> Result<Vec<u8
         matrix(&mut w, n("ffn_gate"), ff, h)?;
         matrix(&mut w, n("ffn_up"), ff, h)?;
         matrix(&mut w, n("ffn_down"), h, ff)?;
+        if c.attention_bias {
+            w.vector(format!("blk.{i}.attn_q.bias"), &bias_rng.vec(q, 0.5))
+                .vector(format!("blk.{i}.attn_k.bias"), &bias_rng.vec(kv, 0.5))
+                .vector(format!("blk.{i}.attn_v.bias"), &bias_rng.vec(kv, 0.5));
+        }
         let ones: Vec<f32> = (0..h)
             .map(|j| 1.0 + 0.1 * ((j % 7) as f32 - 3.0) / 3.0)
             .collect();

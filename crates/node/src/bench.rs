@@ -8,12 +8,14 @@
 //!   each, starting from an empty cache, feeding back the greedy choice (EOS is
 //!   ignored, so the length is fixed);
 //! * **batched decode**: for each batch size B, B sequences with their own KV
-//!   caches and prompts of different lengths are prefilled (not timed), then
+//!   caches and [`BATCH_PROMPT_TOKENS`]-token prompts cut from different places
+//!   of the text are prefilled (not timed), then
 //!   `gen_tokens` forward calls each advance every sequence by one token;
 //!   reported as total tokens per second.
 //!
-//! `scripts/reference/bench_llamacpp.py` measures `pp` and `tg` the same way
-//! with llama.cpp, and `scripts/bench-generate.sh` runs both side by side.
+//! `scripts/bench-generate.sh` runs this and llama.cpp's own `llama-bench`
+//! (pp, tg) and `llama-batched-bench` (same prompt length and batch sizes) side
+//! by side.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,14 +28,17 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// Text the benchmark prompt is cut from (repeated as needed). The same text is
-/// embedded in `scripts/reference/bench_llamacpp.py`.
+/// Text the benchmark prompts are cut from (repeated as needed). Throughput
+/// does not depend on which tokens are fed; llama-bench uses random ones.
 pub const BENCH_TEXT: &str = "The river town woke slowly. Fishermen checked their nets \
 along the stone quay while the bakery on the corner pushed its first trays of bread into \
 the window. A schoolteacher crossed the bridge with a stack of corrected essays, counting \
 the mistakes she would explain that morning: commas in the wrong place, dates confused, a \
 map of the valley drawn upside down. Above the hills the clouds were thinning, and by nine \
 the market square was full of voices, carts and the smell of oranges. ";
+
+/// Prompt length of every sequence in batched decode (llama-batched-bench `-npp`).
+pub const BATCH_PROMPT_TOKENS: usize = 128;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -244,7 +249,7 @@ impl Bench<'_> {
                 format!("prompt and generation must fit the context window ({context})"),
             ));
         }
-        let needed = self.config.prompt_tokens.max(64);
+        let needed = self.config.prompt_tokens.max(2 * BATCH_PROMPT_TOKENS);
         Ok(once.iter().copied().cycle().take(needed).collect())
     }
 
@@ -283,10 +288,10 @@ impl Bench<'_> {
     /// Total tokens per second decoding `batch` sequences together.
     fn batched_decode(&self, text: &[u32], batch: usize) -> Result<f64> {
         let steps = self.config.gen_tokens;
-        // Prompts of 8..=39 tokens from different offsets, so sequences sit at different positions.
+        // Equal-length prompts from different offsets, so the sequences differ.
         let prompts: Vec<&[u32]> = (0..batch)
             .map(|i| {
-                let len = 8 + (i * 7) % 32;
+                let len = BATCH_PROMPT_TOKENS.min(text.len() / 2);
                 let start = (i * 13) % (text.len() - len);
                 &text[start..start + len]
             })

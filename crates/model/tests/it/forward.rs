@@ -195,3 +195,28 @@ fn matches_a_naive_f64_reference() {
         }
     }
 }
+
+#[test]
+fn qwen2_biases_and_half_rotation_match_the_reference() {
+    use credence_model::config::{Arch, RopeStyle};
+    let pool = ThreadPool::new(2);
+    let config = credence_model::config::LlamaConfig {
+        arch: Arch::Qwen2,
+        rope_style: RopeStyle::Halves,
+        attention_bias: true,
+        ..tiny_config(32)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_transformer(&config, GgmlType::F32, 3, dir.path()).unwrap();
+    assert_eq!(
+        m.config(),
+        &config,
+        "the GGUF round trip keeps the architecture's settings"
+    );
+    let ours = m.forward_all(&pool, &TOKENS, &mut m.new_cache(64)).unwrap();
+    let v = config.vocab_size;
+    for (pos, r) in crate::reference::logits(&m, &TOKENS).iter().enumerate() {
+        let d = crate::reference::max_diff(&ours[pos * v..(pos + 1) * v], r);
+        assert!(d < 1e-3, "position {pos}: max diff {d}");
+    }
+}
