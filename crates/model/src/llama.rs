@@ -27,6 +27,11 @@ pub struct BatchSeq<'a> {
     pub cache: &'a mut KvCache,
 }
 
+thread_local! {
+    /// Attention scores of the head being computed, reused across tasks.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Config plus weights: everything needed to turn tokens into logits.
 #[derive(Clone, Debug)]
 pub struct Transformer {
@@ -409,18 +414,22 @@ impl Transformer {
             let (t, h) = (task / c.n_heads, task % c.n_heads);
             let pos = layout.positions[t];
             let (keys, values) = caches[layout.seq_of[t]].layer(l, pos + 1);
-            let kv_off = (h / group) * hd;
             let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-            let mut scores: Vec<f32> = (0..=pos)
-                .map(|j| ops::dot(qh, &keys[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale)
-                .collect();
-            ops::softmax(&mut scores);
             // SAFETY: task (t, h) is the only writer of row t's head-h slice.
             let o = unsafe { shared.slice(t * qd + h * hd..t * qd + (h + 1) * hd) };
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                ops::axpy(p, &values[j * kvd + kv_off..j * kvd + kv_off + hd], o);
-            }
+            SCORES.with_borrow_mut(|scores| {
+                ops::attend_head(
+                    qh,
+                    keys,
+                    values,
+                    kvd,
+                    (h / group) * hd,
+                    pos + 1,
+                    scale,
+                    scores,
+                    o,
+                )
+            });
         });
     }
 

@@ -26,6 +26,74 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
+/// One query head attending over `n` cached positions: `out = softmax(q·Kᵀ·scale)·V`,
+/// where position `j`'s key and value are `keys[j*stride + offset..][..q.len()]`
+/// (likewise `values`). `scores` is scratch space. The SIMD path is chosen once
+/// per head, not once per position.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::attend_head(q, keys, values, stride, offset, n, scale, scores, out) };
+    }
+    attend_head_with(
+        q,
+        keys,
+        values,
+        stride,
+        offset,
+        n,
+        scale,
+        scores,
+        out,
+        dot_portable,
+        |a, x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x),
+    );
+}
+
+/// [`attend_head`] over the given dot and axpy primitives.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attend_head_with(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
+) {
+    let hd = q.len();
+    scores.clear();
+    scores.extend(
+        (0..n).map(|j| dot(q, &keys[j * stride + offset..j * stride + offset + hd]) * scale),
+    );
+    softmax(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        axpy(
+            p,
+            &values[j * stride + offset..j * stride + offset + hd],
+            out,
+        );
+    }
+}
+
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8 * 8;
@@ -58,7 +126,39 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn attend_head(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+        n: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        // SAFETY (both closures): this function only runs on AVX2+FMA CPUs.
+        super::attend_head_with(
+            q,
+            keys,
+            values,
+            stride,
+            offset,
+            n,
+            scale,
+            scores,
+            out,
+            |a, b| unsafe { dot(a, b) },
+            |a, x, y| unsafe { axpy(a, x, y) },
+        );
+    }
+
+    /// # Safety
     /// The CPU must support AVX2 and FMA; `a` and `b` have equal lengths.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -96,6 +196,7 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX2 and FMA; `x` and `y` have equal lengths.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -172,6 +273,36 @@ mod tests {
             let y2: Vec<f32> = b.iter().zip(&a).map(|(y, x)| y + 0.5 * x).collect();
             assert!(y1.iter().zip(&y2).all(|(p, q)| (p - q).abs() < 1e-6));
         }
+    }
+
+    #[test]
+    fn attend_head_matches_portable() {
+        let (hd, stride, offset, n) = (16, 48, 16, 9);
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.3).sin()).collect();
+        let keys: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.07).cos()).collect();
+        let values: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.13).sin()).collect();
+        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        let (mut o1, mut o2) = (vec![0f32; hd], vec![0f32; hd]);
+        attend_head(
+            &q, &keys, &values, stride, offset, n, 0.25, &mut s1, &mut o1,
+        );
+        attend_head_with(
+            &q,
+            &keys,
+            &values,
+            stride,
+            offset,
+            n,
+            0.25,
+            &mut s2,
+            &mut o2,
+            dot_portable,
+            |a, x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x),
+        );
+        assert!(o1.iter().zip(&o2).all(|(a, b)| (a - b).abs() < 1e-5));
+        // The weights are a softmax: the output is a convex mix of the values.
+        let w: f32 = s1.iter().sum();
+        assert!((w - 1.0).abs() < 1e-5);
     }
 
     #[test]
