@@ -27,4 +27,9 @@ if [ -z "${CREDENCE_MODEL_GGUF:-}" ]; then
 fi
 
 say "cargo test"
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# One closing line for the whole workspace (the last per-binary line is often
+# an empty doc-test run, which would read as "no tests ran").
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
