@@ -417,19 +417,14 @@ impl Transformer {
             let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
             // SAFETY: task (t, h) is the only writer of row t's head-h slice.
             let o = unsafe { shared.slice(t * qd + h * hd..t * qd + (h + 1) * hd) };
-            SCORES.with_borrow_mut(|scores| {
-                ops::attend_head(
-                    qh,
-                    keys,
-                    values,
-                    kvd,
-                    (h / group) * hd,
-                    pos + 1,
-                    scale,
-                    scores,
-                    o,
-                )
-            });
+            let kv = ops::KvHead {
+                keys,
+                values,
+                stride: kvd,
+                offset: (h / group) * hd,
+                len: pos + 1,
+            };
+            SCORES.with_borrow_mut(|scores| ops::attend_head(qh, &kv, scale, scores, o));
         });
     }
 

@@ -23,55 +23,56 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { x86::axpy(alpha, x, y) };
     }
+    axpy_portable(alpha, x, y);
+}
+
+fn axpy_portable(alpha: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
-/// One query head attending over `n` cached positions: `out = softmax(q·Kᵀ·scale)·V`,
-/// where position `j`'s key and value are `keys[j*stride + offset..][..q.len()]`
-/// (likewise `values`). `scores` is scratch space. The SIMD path is chosen once
-/// per head, not once per position.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+/// The cached keys and values one query head attends over: `len` positions,
+/// position `j`'s key at `keys[j * stride + offset..]` (values likewise).
+#[derive(Clone, Copy, Debug)]
+pub struct KvHead<'a> {
+    /// Keys of every position, `stride` floats apart.
+    pub keys: &'a [f32],
+    /// Values, laid out like the keys.
+    pub values: &'a [f32],
+    /// Floats between consecutive positions.
+    pub stride: usize,
+    /// Where this head starts inside a position's row.
+    pub offset: usize,
+    /// Positions attended over.
+    pub len: usize,
+}
+
+impl KvHead<'_> {
+    fn key(&self, j: usize, hd: usize) -> &[f32] {
+        &self.keys[j * self.stride + self.offset..j * self.stride + self.offset + hd]
+    }
+
+    fn value(&self, j: usize, hd: usize) -> &[f32] {
+        &self.values[j * self.stride + self.offset..j * self.stride + self.offset + hd]
+    }
+}
+
+/// One query head attending over its cached positions:
+/// `out = softmax(q·Kᵀ·scale)·V`. `scores` is scratch space. The SIMD path is
+/// chosen once per head, not once per position.
+pub fn attend_head(q: &[f32], kv: &KvHead<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { x86::attend_head(q, keys, values, stride, offset, n, scale, scores, out) };
+        return unsafe { x86::attend_head(q, kv, scale, scores, out) };
     }
-    attend_head_with(
-        q,
-        keys,
-        values,
-        stride,
-        offset,
-        n,
-        scale,
-        scores,
-        out,
-        dot_portable,
-        |a, x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x),
-    );
+    attend_head_with(q, kv, scale, scores, out, dot_portable, axpy_portable);
 }
 
 /// [`attend_head`] over the given dot and axpy primitives.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_head_with(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-    n: usize,
+    kv: &KvHead<'_>,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -80,17 +81,11 @@ fn attend_head_with(
 ) {
     let hd = q.len();
     scores.clear();
-    scores.extend(
-        (0..n).map(|j| dot(q, &keys[j * stride + offset..j * stride + offset + hd]) * scale),
-    );
+    scores.extend((0..kv.len).map(|j| dot(q, kv.key(j, hd)) * scale));
     softmax(scores);
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
-        axpy(
-            p,
-            &values[j * stride + offset..j * stride + offset + hd],
-            out,
-        );
+        axpy(p, kv.value(j, hd), out);
     }
 }
 
@@ -127,15 +122,10 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn attend_head(
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        stride: usize,
-        offset: usize,
-        n: usize,
+        kv: &super::KvHead<'_>,
         scale: f32,
         scores: &mut Vec<f32>,
         out: &mut [f32],
@@ -143,11 +133,7 @@ mod x86 {
         // SAFETY (both closures): this function only runs on AVX2+FMA CPUs.
         super::attend_head_with(
             q,
-            keys,
-            values,
-            stride,
-            offset,
-            n,
+            kv,
             scale,
             scores,
             out,
@@ -283,22 +269,15 @@ mod tests {
         let values: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.13).sin()).collect();
         let (mut s1, mut s2) = (Vec::new(), Vec::new());
         let (mut o1, mut o2) = (vec![0f32; hd], vec![0f32; hd]);
-        attend_head(
-            &q, &keys, &values, stride, offset, n, 0.25, &mut s1, &mut o1,
-        );
-        attend_head_with(
-            &q,
-            &keys,
-            &values,
+        let kv = KvHead {
+            keys: &keys,
+            values: &values,
             stride,
             offset,
-            n,
-            0.25,
-            &mut s2,
-            &mut o2,
-            dot_portable,
-            |a, x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x),
-        );
+            len: n,
+        };
+        attend_head(&q, &kv, 0.25, &mut s1, &mut o1);
+        attend_head_with(&q, &kv, 0.25, &mut s2, &mut o2, dot_portable, axpy_portable);
         assert!(o1.iter().zip(&o2).all(|(a, b)| (a - b).abs() < 1e-5));
         // The weights are a softmax: the output is a convex mix of the values.
         let w: f32 = s1.iter().sum();
