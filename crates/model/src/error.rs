@@ -59,6 +59,9 @@ pub enum Error {
         /// Why it is rejected.
         problem: String,
     },
+    /// An adapter file is malformed or does not fit the base model.
+    #[error("invalid adapter: {0}")]
+    Adapter(String),
     /// A shape or length mismatch inside the engine (a bug or a bad caller).
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -4,7 +4,9 @@
 //! GGUF and safetensors loading ([`gguf`], [`weights`]), quantised storage and
 //! SIMD kernels ([`quant`]), the tokenizer and chat templates ([`tokenizer`],
 //! [`chat`]), the batched forward pass with its KV cache ([`llama`], [`kv`]),
-//! and sampling plus streamed generation ([`sampling`], [`generate`]).
+//! sampling plus streamed generation ([`sampling`], [`generate`]), and
+//! Hugging Face PEFT LoRA adapters: reading, validation against the base
+//! model, content ids and saving ([`lora`]).
 //!
 //! It knows nothing about HTTP, adapters' storage, datasets or ledgers; those
 //! crates build on it. The forward pass takes a batch of sequences, each at its
@@ -21,6 +23,7 @@ pub mod generate;
 pub mod gguf;
 pub mod kv;
 pub mod llama;
+pub mod lora;
 pub mod ops;
 pub mod quant;
 pub mod sampling;

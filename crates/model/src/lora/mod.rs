@@ -1,0 +1,363 @@
+//! LoRA adapters in Hugging Face PEFT layout: `adapter_config.json` plus
+//! `adapter_model.safetensors`, validated against a base [`LlamaConfig`].
+//!
+//! An adapter adds `scale · B·A` to selected projection matrices, where
+//! `A` is `[r, in]`, `B` is `[out, r]` and `scale` is `alpha / r` (or
+//! `alpha / sqrt(r)` with rsLoRA). Loading checks every tensor's name,
+//! layer, shape, rank and values, so a loaded adapter is known to fit the
+//! base model. [`LoraAdapter::id`] is a content hash that does not depend on
+//! JSON key order or storage dtype.
+
+mod config;
+mod tensors;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use config::{AdapterConfig, MAX_CONFIG_BYTES, MAX_RANK, TargetModules};
+
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::testing::TestRng;
+use crate::weights::{LayerTensor, Naming};
+use tensors::{RawPair, RawTensor};
+
+/// Default cap on an adapter's total size on disk (2 GiB).
+pub const MAX_ADAPTER_BYTES: u64 = 2 << 30;
+
+/// File name of the PEFT config.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+/// File name of the PEFT weights.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// A module position: (layer, index into [`MODULES`]).
+type Slot = (usize, usize);
+
+/// The projections an adapter may target, with their path inside a block.
+const MODULES: [(LayerTensor, &str); 7] = [
+    (LayerTensor::Q, "self_attn.q_proj"),
+    (LayerTensor::K, "self_attn.k_proj"),
+    (LayerTensor::V, "self_attn.v_proj"),
+    (LayerTensor::O, "self_attn.o_proj"),
+    (LayerTensor::Gate, "mlp.gate_proj"),
+    (LayerTensor::Up, "mlp.up_proj"),
+    (LayerTensor::Down, "mlp.down_proj"),
+];
+
+/// One adapted projection: the low-rank factors and their scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraPair {
+    /// `lora_A`, row-major `[rank, in_dim]`.
+    pub a: Vec<f32>,
+    /// `lora_B`, row-major `[out_dim, rank]`.
+    pub b: Vec<f32>,
+    /// The adapter rank for this module.
+    pub rank: usize,
+    /// Input width of the base projection.
+    pub in_dim: usize,
+    /// Output width of the base projection.
+    pub out_dim: usize,
+    /// Factor applied to `B·A`.
+    pub scale: f32,
+}
+
+/// A validated LoRA adapter for one base model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraAdapter {
+    config: AdapterConfig,
+    pairs: BTreeMap<Slot, LoraPair>,
+}
+
+fn bad(msg: String) -> Error {
+    Error::Adapter(msg)
+}
+
+fn slot_of(tensor: LayerTensor) -> Option<usize> {
+    MODULES.iter().position(|(t, _)| *t == tensor)
+}
+
+/// `model.layers.N.self_attn.q_proj` for a slot.
+fn module_path((layer, index): Slot) -> String {
+    let name = Naming::HuggingFace.layer(layer, MODULES[index].0);
+    name.strip_suffix(".weight").unwrap_or(&name).to_string()
+}
+
+/// The PEFT tensor name of one half of the module at `path`.
+fn tensor_name(path: &str, is_a: bool) -> String {
+    let half = if is_a { "A" } else { "B" };
+    format!("base_model.model.{path}.lora_{half}.weight")
+}
+
+/// `(in_dim, out_dim)` of a base projection, or `None` for non-projections.
+fn dims(base: &LlamaConfig, tensor: LayerTensor) -> Option<(usize, usize)> {
+    let (h, i) = (base.hidden_size, base.intermediate_size);
+    Some(match tensor {
+        LayerTensor::Q => (h, base.q_dim()),
+        LayerTensor::K | LayerTensor::V => (h, base.kv_dim()),
+        LayerTensor::O => (base.q_dim(), h),
+        LayerTensor::Gate | LayerTensor::Up => (h, i),
+        LayerTensor::Down => (i, h),
+        _ => return None,
+    })
+}
+
+/// Checks one module's A and B against the base and the config.
+fn build_pair(
+    slot: Slot,
+    raw: RawPair,
+    base: &LlamaConfig,
+    config: &AdapterConfig,
+) -> Result<LoraPair> {
+    let path = module_path(slot);
+    let (a_name, b_name) = tensors::pair_names(slot);
+    let a = raw
+        .a
+        .ok_or_else(|| bad(format!("`{b_name}` has no matching `{a_name}`")))?;
+    let b = raw
+        .b
+        .ok_or_else(|| bad(format!("`{a_name}` has no matching `{b_name}`")))?;
+    if !config.targets(&path) {
+        return Err(bad(format!(
+            "tensor `{a_name}` adapts `{path}`, which is not in target_modules"
+        )));
+    }
+    let (in_dim, out_dim) = dims(base, MODULES[slot.1].0).unwrap_or_default();
+    check_shapes(&a, &b, in_dim, out_dim)?;
+    let rank = config.rank_for(&path);
+    if a.rows != rank {
+        return Err(bad(format!(
+            "tensor `{a_name}` has rank {} but adapter_config.json gives rank {rank} for `{path}`",
+            a.rows
+        )));
+    }
+    Ok(LoraPair {
+        a: a.data,
+        b: b.data,
+        rank,
+        in_dim,
+        out_dim,
+        scale: config.scale_for(&path),
+    })
+}
+
+fn check_shapes(a: &RawTensor, b: &RawTensor, in_dim: usize, out_dim: usize) -> Result<()> {
+    if a.cols != in_dim {
+        return Err(bad(format!(
+            "tensor `{}` has shape [{}, {}]; the base projection's input width is {in_dim}",
+            a.name, a.rows, a.cols
+        )));
+    }
+    if b.rows != out_dim {
+        return Err(bad(format!(
+            "tensor `{}` has shape [{}, {}]; the base projection's output width is {out_dim}",
+            b.name, b.rows, b.cols
+        )));
+    }
+    if a.rows != b.cols {
+        return Err(bad(format!(
+            "rank mismatch: `{}` has rank {} but `{}` has rank {}",
+            a.name, a.rows, b.name, b.cols
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+impl LoraAdapter {
+    /// Loads `adapter_config.json` and `adapter_model.safetensors` from `dir`,
+    /// refusing files larger than [`MAX_ADAPTER_BYTES`].
+    pub fn load(dir: &Path, base: &LlamaConfig) -> Result<Self> {
+        Self::load_with_limit(dir, base, MAX_ADAPTER_BYTES)
+    }
+
+    /// Like [`LoraAdapter::load`] with an explicit cap on the total size.
+    pub fn load_with_limit(dir: &Path, base: &LlamaConfig, max_bytes: u64) -> Result<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let size = |p: &Path| {
+            fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| Error::io(p, e))
+        };
+        let total = size(&config_path)?.saturating_add(size(&weights_path)?);
+        if total > max_bytes {
+            return Err(bad(format!(
+                "adapter in {} is {total} bytes, limit is {max_bytes}",
+                dir.display()
+            )));
+        }
+        let json = fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let weights = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+        Self::from_bytes_with_limit(&json, &weights, base, max_bytes)
+    }
+
+    /// Parses and validates an adapter from in-memory file contents.
+    pub fn from_bytes(config_json: &[u8], safetensors: &[u8], base: &LlamaConfig) -> Result<Self> {
+        Self::from_bytes_with_limit(config_json, safetensors, base, MAX_ADAPTER_BYTES)
+    }
+
+    /// Like [`LoraAdapter::from_bytes`] with an explicit cap on the total size.
+    pub fn from_bytes_with_limit(
+        config_json: &[u8],
+        safetensors: &[u8],
+        base: &LlamaConfig,
+        max_bytes: u64,
+    ) -> Result<Self> {
+        let total = (config_json.len() as u64).saturating_add(safetensors.len() as u64);
+        if total > max_bytes {
+            return Err(bad(format!(
+                "adapter is {total} bytes, limit is {max_bytes}"
+            )));
+        }
+        let config = AdapterConfig::parse(config_json)?;
+        let mut pairs = BTreeMap::new();
+        for (slot, raw) in tensors::read_all(safetensors, base.n_layers)? {
+            pairs.insert(slot, build_pair(slot, raw, base, &config)?);
+        }
+        Ok(Self { config, pairs })
+    }
+
+    /// The adapter's PEFT configuration.
+    pub fn config(&self) -> &AdapterConfig {
+        &self.config
+    }
+
+    /// The factors adapting `tensor` in block `layer`, if any.
+    pub fn pair(&self, layer: usize, tensor: LayerTensor) -> Option<&LoraPair> {
+        self.pairs.get(&(layer, slot_of(tensor)?))
+    }
+
+    /// Every adapted projection as `(layer, tensor, factors)`, in layer order.
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, LayerTensor, &LoraPair)> + '_ {
+        self.pairs
+            .iter()
+            .map(|(&(layer, index), pair)| (layer, MODULES[index].0, pair))
+    }
+
+    /// The dense update `scale · B·A`, row-major `[out_dim, in_dim]`.
+    pub fn delta(&self, layer: usize, tensor: LayerTensor) -> Option<Vec<f32>> {
+        let p = self.pair(layer, tensor)?;
+        let mut out = vec![0.0f32; p.out_dim * p.in_dim];
+        for (o, row) in out.chunks_exact_mut(p.in_dim.max(1)).enumerate() {
+            for k in 0..p.rank {
+                let coef = p.scale * p.b[o * p.rank + k];
+                let a_row = &p.a[k * p.in_dim..(k + 1) * p.in_dim];
+                row.iter_mut().zip(a_row).for_each(|(d, a)| *d += coef * a);
+            }
+        }
+        Some(out)
+    }
+
+    /// `(name, [rows, cols], values)` of every tensor, sorted by name.
+    fn named_tensors(&self) -> Vec<(String, [usize; 2], &[f32])> {
+        let mut out = Vec::with_capacity(2 * self.pairs.len());
+        for (&slot, p) in &self.pairs {
+            let (a_name, b_name) = tensors::pair_names(slot);
+            out.push((a_name, [p.rank, p.in_dim], p.a.as_slice()));
+            out.push((b_name, [p.out_dim, p.rank], p.b.as_slice()));
+        }
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        out
+    }
+
+    /// Lowercase hex SHA-256 of the adapter's content: each module's rank and
+    /// scale, then every tensor's name, shape and f32 values in name order.
+    /// Independent of JSON key order and of the dtype the file stored.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"credence-lora-v1\0");
+        let mut modules: Vec<(String, &LoraPair)> = self
+            .pairs
+            .iter()
+            .map(|(&s, p)| (module_path(s), p))
+            .collect();
+        modules.sort_by(|x, y| x.0.cmp(&y.0));
+        for (path, p) in modules {
+            h.update((path.len() as u64).to_le_bytes());
+            h.update(path.as_bytes());
+            h.update((p.rank as u64).to_le_bytes());
+            h.update(p.scale.to_bits().to_le_bytes());
+        }
+        for (name, [rows, cols], values) in self.named_tensors() {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((rows as u64).to_le_bytes());
+            h.update((cols as u64).to_le_bytes());
+            h.update(tensors::f32_bytes(values));
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Writes the adapter to `dir` in PEFT layout (F32 tensors), each file
+    /// atomically; creates `dir` if needed.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let weights = tensors::write_f32(&self.named_tensors())?;
+        let json = serde_json::to_vec_pretty(&self.config)
+            .map_err(|e| bad(format!("serialising adapter_config.json: {e}")))?;
+        write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+        write_atomic(&dir.join(CONFIG_FILE), &json)
+    }
+}
+
+/// A random adapter of rank `rank` on every layer's `targets`, with
+/// `lora_alpha = 2·rank`. For tests and benchmarks only: unlike PEFT's
+/// initialisation, `B` is non-zero so the adapter changes the output.
+///
+/// # Panics
+/// If a target is not a projection (q/k/v/o/gate/up/down) or `rank` is
+/// outside `1..=MAX_RANK`.
+pub fn random_adapter(
+    base: &LlamaConfig,
+    rank: usize,
+    targets: &[LayerTensor],
+    seed: u64,
+) -> LoraAdapter {
+    assert!((1..=MAX_RANK).contains(&rank), "rank {rank} out of range");
+    let indices: Vec<usize> = targets
+        .iter()
+        .map(|&t| slot_of(t).expect("random_adapter targets must be projections"))
+        .collect();
+    let names = indices
+        .iter()
+        .filter_map(|&i| MODULES[i].1.rsplit('.').next())
+        .map(str::to_string)
+        .collect();
+    let config = AdapterConfig::new(rank, 2.0 * rank as f64, names);
+    let mut rng = TestRng::new(seed);
+    let mut pairs = BTreeMap::new();
+    for layer in 0..base.n_layers {
+        for &index in &indices {
+            let (in_dim, out_dim) = dims(base, MODULES[index].0).unwrap_or_default();
+            let pair = LoraPair {
+                a: rng.vec(rank * in_dim, 0.1),
+                b: rng.vec(out_dim * rank, 0.1),
+                rank,
+                in_dim,
+                out_dim,
+                scale: config.scale_for(&module_path((layer, index))),
+            };
+            pairs.insert((layer, index), pair);
+        }
+    }
+    LoraAdapter { config, pairs }
+}

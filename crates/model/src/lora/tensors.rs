@@ -1,0 +1,157 @@
+//! Reading and writing the `lora_A` / `lora_B` tensors of a PEFT safetensors file.
+
+use std::collections::BTreeMap;
+
+use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
+
+use super::{MODULES, Slot, module_path, tensor_name};
+use crate::error::{Error, Result};
+
+/// Prefix PEFT puts before the base model's own module paths.
+const PREFIX: &str = "base_model.model.model.layers.";
+
+/// One decoded adapter tensor.
+pub(super) struct RawTensor {
+    /// Name in the file.
+    pub name: String,
+    /// Row-major dimensions (always two).
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Values converted to f32.
+    pub data: Vec<f32>,
+}
+
+/// The A and B halves found for one module.
+#[derive(Default)]
+pub(super) struct RawPair {
+    /// `lora_A`, `[r, in]`.
+    pub a: Option<RawTensor>,
+    /// `lora_B`, `[out, r]`.
+    pub b: Option<RawTensor>,
+}
+
+fn bad(msg: String) -> Error {
+    Error::Adapter(msg)
+}
+
+/// Splits a PEFT tensor name into its slot and whether it is the A half.
+fn parse_name(name: &str) -> Option<(Slot, bool)> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (layer, rest) = rest.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let layer: usize = layer.parse().ok()?;
+    let (module, half) = rest
+        .strip_suffix(".lora_A.weight")
+        .map(|m| (m, true))
+        .or_else(|| rest.strip_suffix(".lora_B.weight").map(|m| (m, false)))?;
+    let index = MODULES.iter().position(|(_, m)| *m == module)?;
+    Some(((layer, index), half))
+}
+
+/// Decodes little-endian F32 / F16 / BF16 data to f32, rejecting non-finite values.
+fn decode(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+    let bytes = view.data();
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(bad(format!(
+                "tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+            )));
+        }
+    };
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "tensor `{name}` has a non-finite value ({}) at index {i}",
+            data[i]
+        )));
+    }
+    Ok(data)
+}
+
+/// Decodes one named tensor, checking its name, layer and rank-2 shape.
+fn read_tensor(
+    name: &str,
+    view: &TensorView<'_>,
+    n_layers: usize,
+) -> Result<(Slot, bool, RawTensor)> {
+    let (slot, is_a) = parse_name(name).ok_or_else(|| {
+        bad(format!(
+            "unknown tensor `{name}` (expected {PREFIX}N.<module>.lora_A|lora_B.weight)"
+        ))
+    })?;
+    if slot.0 >= n_layers {
+        return Err(bad(format!(
+            "tensor `{name}` targets layer {} but the base model has {n_layers} layers",
+            slot.0
+        )));
+    }
+    let &[rows, cols] = view.shape() else {
+        return Err(bad(format!(
+            "tensor `{name}` has shape {:?}; expected two dimensions",
+            view.shape()
+        )));
+    };
+    let data = decode(name, view)?;
+    let tensor = RawTensor {
+        name: name.to_string(),
+        rows,
+        cols,
+        data,
+    };
+    Ok((slot, is_a, tensor))
+}
+
+/// Reads every tensor of a safetensors file, grouped by module.
+pub(super) fn read_all(bytes: &[u8], n_layers: usize) -> Result<BTreeMap<Slot, RawPair>> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
+    let mut pairs: BTreeMap<Slot, RawPair> = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let (slot, is_a, tensor) = read_tensor(&name, &view, n_layers)?;
+        let pair = pairs.entry(slot).or_default();
+        let half = if is_a { &mut pair.a } else { &mut pair.b };
+        *half = Some(tensor);
+    }
+    if pairs.is_empty() {
+        return Err(bad("adapter contains no LoRA tensors".into()));
+    }
+    Ok(pairs)
+}
+
+/// Encodes f32 values little-endian.
+pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Serialises `(name, shape, values)` triples as an F32 safetensors file.
+pub(super) fn write_f32(tensors: &[(String, [usize; 2], &[f32])]) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, shape.to_vec(), data)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    safetensors::serialize(views, None).map_err(|e| bad(format!("serialising adapter: {e}")))
+}
+
+/// The PEFT names of the A and B tensors of `slot`.
+pub(super) fn pair_names(slot: Slot) -> (String, String) {
+    let path = module_path(slot);
+    (tensor_name(&path, true), tensor_name(&path, false))
+}

@@ -1,0 +1,327 @@
+use safetensors::tensor::{Dtype, TensorView};
+
+use super::*;
+use crate::testing::tiny_config;
+
+const Q_A: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+const Q_B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+const V_A: &str = "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight";
+const V_B: &str = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
+const CONFIG: &str = r#"{"r": 4, "lora_alpha": 8, "peft_type": "LORA", "bias": "none",
+  "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM", "fan_in_fan_out": false}"#;
+
+/// (name, shape, values) of one tensor to write.
+type Spec = (String, Vec<usize>, Vec<f32>);
+
+fn base() -> LlamaConfig {
+    tiny_config(32)
+}
+
+/// A valid rank-4 adapter on layer 0 q_proj and layer 1 v_proj.
+fn specs() -> Vec<Spec> {
+    let b = base();
+    let mut rng = TestRng::new(3);
+    let mut t = |n: &str, shape: [usize; 2]| {
+        let v = rng.vec(shape[0] * shape[1], 0.5);
+        (n.to_string(), shape.to_vec(), v)
+    };
+    vec![
+        t(Q_A, [4, b.hidden_size]),
+        t(Q_B, [b.q_dim(), 4]),
+        t(V_A, [4, b.hidden_size]),
+        t(V_B, [b.kv_dim(), 4]),
+    ]
+}
+
+fn encode(specs: &[Spec], dtype: Dtype) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|(_, _, v)| match dtype {
+            Dtype::F16 => v
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => v
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+            _ => tensors::f32_bytes(v),
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = specs
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn load(config: &str, specs: &[Spec]) -> Result<LoraAdapter> {
+    LoraAdapter::from_bytes(config.as_bytes(), &encode(specs, Dtype::F32), &base())
+}
+
+/// Loads and expects an error whose message contains every `needle`.
+fn expect_err(config: &str, specs: &[Spec], needles: &[&str]) {
+    let msg = load(config, specs).unwrap_err().to_string();
+    for n in needles {
+        assert!(msg.contains(n), "error `{msg}` should mention `{n}`");
+    }
+}
+
+fn with(mut specs: Vec<Spec>, f: impl FnOnce(&mut Vec<Spec>)) -> Vec<Spec> {
+    f(&mut specs);
+    specs
+}
+
+#[test]
+fn valid_adapter_loads_with_expected_shapes_and_scale() {
+    let a = load(CONFIG, &specs()).unwrap();
+    let q = a.pair(0, LayerTensor::Q).unwrap();
+    assert_eq!((q.rank, q.in_dim, q.out_dim, q.scale), (4, 64, 64, 2.0));
+    let v = a.pair(1, LayerTensor::V).unwrap();
+    assert_eq!((v.in_dim, v.out_dim), (64, 32));
+    assert!(a.pair(0, LayerTensor::V).is_none());
+    assert_eq!(a.pairs().count(), 2);
+}
+
+#[test]
+fn save_load_round_trip_preserves_adapter_and_id() {
+    let targets = [
+        LayerTensor::Q,
+        LayerTensor::V,
+        LayerTensor::O,
+        LayerTensor::Down,
+    ];
+    let a = random_adapter(&base(), 8, &targets, 11);
+    let dir = tempfile::tempdir().unwrap();
+    a.save(dir.path()).unwrap();
+    let b = LoraAdapter::load(dir.path(), &base()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.id(), b.id());
+    assert_eq!(a.id().len(), 64);
+    a.save(dir.path()).unwrap(); // overwriting is fine
+}
+
+#[test]
+fn id_ignores_json_key_order_and_storage_dtype() {
+    let reordered = r#"{"target_modules": ["v_proj", "q_proj"], "fan_in_fan_out": false,
+      "bias": "none", "lora_alpha": 8.0, "r": 4, "base_model_name_or_path": "x"}"#;
+    let s = specs();
+    let a = load(CONFIG, &s).unwrap();
+    assert_eq!(a.id(), load(reordered, &s).unwrap().id());
+    // The same values, once rounded to f16, hash alike whether stored as F16 or F32.
+    let rounded: Vec<Spec> = s
+        .into_iter()
+        .map(|(n, sh, v)| {
+            (
+                n,
+                sh,
+                v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect(),
+            )
+        })
+        .collect();
+    let f32_file = load(CONFIG, &rounded).unwrap();
+    let f16 = encode(&rounded, Dtype::F16);
+    let f16_file = LoraAdapter::from_bytes(CONFIG.as_bytes(), &f16, &base()).unwrap();
+    assert_eq!(f32_file, f16_file);
+    assert_eq!(f32_file.id(), f16_file.id());
+    assert_ne!(a.id(), f32_file.id());
+}
+
+#[test]
+fn bf16_tensors_decode() {
+    let bf = encode(&specs(), Dtype::BF16);
+    let a = LoraAdapter::from_bytes(CONFIG.as_bytes(), &bf, &base()).unwrap();
+    let want = half::bf16::from_f32(specs()[0].2[0]).to_f32();
+    assert_eq!(a.pair(0, LayerTensor::Q).unwrap().a[0], want);
+}
+
+#[test]
+fn id_depends_on_scale() {
+    let a = load(CONFIG, &specs()).unwrap();
+    let rs = CONFIG.replace("\"r\": 4", "\"r\": 4, \"use_rslora\": true");
+    assert_ne!(a.id(), load(&rs, &specs()).unwrap().id());
+}
+
+#[test]
+fn tensor_name_errors() {
+    let bad = "base_model.model.model.layers.0.self_attn.qq_proj.lora_A.weight";
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| s[0].0 = bad.into()),
+        &["unknown tensor", bad],
+    );
+    let bias = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.bias";
+    expect_err(CONFIG, &with(specs(), |s| s[0].0 = bias.into()), &[bias]);
+    let far = "base_model.model.model.layers.2.self_attn.v_proj.lora_A.weight";
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| s[2].0 = far.into()),
+        &[far, "layer 2", "2 layers"],
+    );
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| drop(s.remove(1))),
+        &[Q_A, Q_B, "no matching"],
+    );
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| drop(s.remove(2))),
+        &[V_B, V_A, "no matching"],
+    );
+}
+
+#[test]
+fn shape_and_rank_errors() {
+    let reshape = |i: usize, shape: [usize; 2]| {
+        with(specs(), |s| {
+            s[i].1 = shape.to_vec();
+            s[i].2 = vec![0.0; shape[0] * shape[1]];
+        })
+    };
+    expect_err(CONFIG, &reshape(0, [4, 32]), &[Q_A, "input width is 64"]);
+    expect_err(CONFIG, &reshape(3, [64, 4]), &[V_B, "output width is 32"]);
+    expect_err(CONFIG, &reshape(1, [64, 3]), &["rank mismatch", Q_A, Q_B]);
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| s[0].1 = vec![4 * 64]),
+        &[Q_A, "two dimensions"],
+    );
+    let r8 = CONFIG.replace("\"r\": 4", "\"r\": 8");
+    expect_err(&r8, &specs(), &["rank 4", "rank 8"]);
+    let pattern = CONFIG.replace("\"r\": 4", "\"r\": 4, \"rank_pattern\": {\"v_proj\": 2}");
+    expect_err(
+        &pattern,
+        &specs(),
+        &[V_A, "rank 2", "model.layers.1.self_attn.v_proj"],
+    );
+}
+
+#[test]
+fn value_and_size_errors() {
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| s[3].2[5] = f32::NAN),
+        &[V_B, "non-finite", "index 5"],
+    );
+    expect_err(
+        CONFIG,
+        &with(specs(), |s| s[0].2[0] = f32::INFINITY),
+        &[Q_A, "non-finite"],
+    );
+    expect_err(CONFIG, &[], &["no LoRA tensors"]);
+    let st = encode(&specs(), Dtype::F32);
+    let err = LoraAdapter::from_bytes_with_limit(CONFIG.as_bytes(), &st, &base(), 1000);
+    assert!(err.unwrap_err().to_string().contains("limit is 1000"));
+    let err = LoraAdapter::from_bytes(CONFIG.as_bytes(), b"not safetensors", &base());
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("adapter_model.safetensors")
+    );
+    let ints = safetensors::serialize(
+        [(
+            Q_A.to_string(),
+            TensorView::new(Dtype::I32, vec![1, 1], &[0; 4]).unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    let err = LoraAdapter::from_bytes(CONFIG.as_bytes(), &ints, &base()).unwrap_err();
+    assert!(err.to_string().contains("I32") && err.to_string().contains(Q_A));
+}
+
+#[test]
+fn load_respects_file_size_limit() {
+    let a = random_adapter(&base(), 2, &[LayerTensor::Up], 1);
+    let dir = tempfile::tempdir().unwrap();
+    a.save(dir.path()).unwrap();
+    let err = LoraAdapter::load_with_limit(dir.path(), &base(), 100).unwrap_err();
+    assert!(err.to_string().contains("limit is 100"), "{err}");
+    let missing = LoraAdapter::load(&dir.path().join("nope"), &base()).unwrap_err();
+    assert!(missing.to_string().contains(CONFIG_FILE), "{missing}");
+}
+
+#[test]
+fn config_field_errors() {
+    let cases = [
+        ("\"r\": 4", "\"r\": 300", "r is 300"),
+        ("\"r\": 4", "\"r\": 0", "r is 0"),
+        ("\"LORA\"", "\"IA3\"", "peft_type"),
+        ("\"bias\": \"none\"", "\"bias\": \"all\"", "bias"),
+        (
+            "\"fan_in_fan_out\": false",
+            "\"fan_in_fan_out\": true",
+            "fan_in_fan_out",
+        ),
+        (
+            "\"fan_in_fan_out\": false",
+            "\"use_dora\": true",
+            "use_dora",
+        ),
+        ("[\"q_proj\", \"v_proj\"]", "\".*q_proj\"", "target_modules"),
+        (
+            "\"lora_alpha\": 8",
+            "\"lora_alpha\": \"x\"",
+            "adapter_config.json",
+        ),
+        (
+            "\"r\": 4",
+            "\"r\": 4, \"rank_pattern\": {\"q_proj\": 999}",
+            "rank_pattern",
+        ),
+        ("\"r\": 4,", "", "missing field `r`"),
+    ];
+    for (from, to, needle) in cases {
+        let json = CONFIG.replace(from, to);
+        assert_ne!(json, CONFIG, "case {to} did not apply");
+        expect_err(&json, &specs(), &[needle]);
+    }
+    let only_q = CONFIG.replace("\"q_proj\", \"v_proj\"", "\"q_proj\"");
+    expect_err(&only_q, &specs(), &[V_A, "target_modules"]);
+    let all = CONFIG.replace("[\"q_proj\", \"v_proj\"]", "\"all-linear\"");
+    assert!(load(&all, &specs()).is_ok());
+}
+
+#[test]
+fn rslora_and_patterns_set_per_module_scale() {
+    let rs = CONFIG.replace("\"r\": 4", "\"r\": 4, \"use_rslora\": true");
+    let a = load(&rs, &specs()).unwrap();
+    assert_eq!(a.pair(0, LayerTensor::Q).unwrap().scale, 4.0); // 8 / sqrt(4)
+
+    let patterned = CONFIG.replace(
+        "\"r\": 4",
+        "\"r\": 2, \"rank_pattern\": {\"q_proj\": 8, \"layers.1.self_attn.v_proj\": 4, \"proj\": 1},
+         \"alpha_pattern\": {\"v_proj\": 2, \"layers.1.self_attn.v_proj\": 12}",
+    );
+    let s = with(specs(), |s| {
+        for t in [0, 1] {
+            let (rows, cols) = if t == 0 { (8, 64) } else { (64, 8) };
+            s[t].1 = vec![rows, cols];
+            s[t].2 = vec![0.25; rows * cols];
+        }
+    });
+    let a = load(&patterned, &s).unwrap();
+    let q = a.pair(0, LayerTensor::Q).unwrap();
+    assert_eq!((q.rank, q.scale), (8, 1.0)); // "proj" is not a dot-aligned suffix
+    let v = a.pair(1, LayerTensor::V).unwrap();
+    assert_eq!((v.rank, v.scale), (4, 3.0)); // the longest matching key wins
+}
+
+#[test]
+fn delta_is_scaled_product_of_b_and_a() {
+    let a = random_adapter(&base(), 3, &[LayerTensor::K, LayerTensor::Down], 5);
+    let p = a.pair(1, LayerTensor::Down).unwrap();
+    assert_eq!(p.scale, 2.0);
+    let d = a.delta(1, LayerTensor::Down).unwrap();
+    assert_eq!(d.len(), p.out_dim * p.in_dim);
+    for (o, i) in [(0, 0), (7, 100), (p.out_dim - 1, p.in_dim - 1)] {
+        let want: f32 = (0..p.rank)
+            .map(|k| p.b[o * p.rank + k] * p.a[k * p.in_dim + i])
+            .sum::<f32>()
+            * p.scale;
+        assert!((d[o * p.in_dim + i] - want).abs() < 1e-6);
+    }
+    assert!(a.delta(0, LayerTensor::Q).is_none());
+    assert!(a.delta(5, LayerTensor::K).is_none());
+}
