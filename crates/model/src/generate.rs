@@ -116,13 +116,7 @@ pub fn generate(
     let mut input = prompt.to_vec();
     let mut completion_tokens = 0;
     let finish_reason = loop {
-        let mut logits = model.forward(
-            pool,
-            &mut [BatchSeq {
-                tokens: &input,
-                cache: &mut cache,
-            }],
-        )?;
+        let mut logits = model.forward(pool, &mut [BatchSeq::new(&input, &mut cache)])?;
         let token = sampler.sample(&mut logits[0], &history);
         completion_tokens += 1;
         history.push(token);

@@ -7,24 +7,55 @@
 //! only attention is computed per sequence.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::chat::ChatTemplate;
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::kv::KvCache;
+use crate::lora::LoraAdapter;
 use crate::ops;
 use crate::quant::QMatrix;
 use crate::threadpool::{SharedMut, ThreadPool};
 use crate::tokenizer::Tokenizer;
-use crate::weights::{LayerWeights, ModelWeights};
+use crate::weights::{LayerTensor, LayerWeights, ModelWeights};
 
-/// One sequence's share of a batch: new tokens to process and its cache.
+/// One sequence's share of a batch: new tokens to process, its cache, and
+/// the LoRA adapters applied to it.
 pub struct BatchSeq<'a> {
     /// Tokens appended to the sequence in this step (at least one).
     pub tokens: &'a [u32],
     /// The sequence's cache; its length is the position of `tokens[0]`.
     pub cache: &'a mut KvCache,
+    /// Adapters added on top of the base weights for this sequence only:
+    /// none, one, or a weighted composition.
+    pub adapters: &'a [WeightedAdapter],
+}
+
+impl<'a> BatchSeq<'a> {
+    /// A sequence on the base model alone.
+    pub fn new(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        Self {
+            tokens,
+            cache,
+            adapters: &[],
+        }
+    }
+
+    /// The same sequence with `adapters` applied.
+    pub fn with_adapters(self, adapters: &'a [WeightedAdapter]) -> Self {
+        Self { adapters, ..self }
+    }
+}
+
+/// A LoRA adapter and the weight its update is added with (1 for a plain adapter).
+#[derive(Clone, Debug)]
+pub struct WeightedAdapter {
+    /// The adapter.
+    pub adapter: Arc<LoraAdapter>,
+    /// Multiplier of its `scale·B·A` update.
+    pub weight: f32,
 }
 
 thread_local! {
@@ -120,6 +151,18 @@ struct Layout {
     positions: Vec<usize>,
     /// Sequence index of every stacked token.
     seq_of: Vec<usize>,
+}
+
+impl Layout {
+    /// Stacked rows of sequence `seq`.
+    fn seq_rows(&self, seq: usize) -> std::ops::Range<usize> {
+        let end = self
+            .starts
+            .get(seq + 1)
+            .copied()
+            .unwrap_or(self.positions.len());
+        self.starts[seq]..end
+    }
 }
 
 /// Scratch matrices of one forward step, `rows` tokens tall.
@@ -219,7 +262,7 @@ impl Transformer {
         tokens: &[u32],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
-        let mut batch = [BatchSeq { tokens, cache }];
+        let mut batch = [BatchSeq::new(tokens, cache)];
         let (hidden, _) = self.hidden_states(pool, &mut batch)?;
         let rows: Vec<usize> = (0..tokens.len()).collect();
         Ok(self.logits(pool, &hidden, &rows))
@@ -251,6 +294,32 @@ impl Transformer {
                 ));
             }
             seq.cache.check_room(seq.tokens.len())?;
+            for wa in seq.adapters {
+                self.check_adapter(wa)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An adapter's factors must fit this model's projections.
+    fn check_adapter(&self, wa: &WeightedAdapter) -> Result<()> {
+        if !wa.weight.is_finite() {
+            return Err(Error::Adapter(format!(
+                "adapter weight {} is not finite",
+                wa.weight
+            )));
+        }
+        let c = &self.config;
+        for (layer, tensor, pair) in wa.adapter.pairs() {
+            let (in_dim, out_dim) = projection_dims(c, tensor);
+            if layer >= c.n_layers || (pair.in_dim, pair.out_dim) != (in_dim, out_dim) {
+                return Err(Error::Adapter(format!(
+                    "adapter {} does not fit this model: layer {layer} {tensor:?} is {}→{}, the model's is {in_dim}→{out_dim}",
+                    wa.adapter.id(),
+                    pair.in_dim,
+                    pair.out_dim
+                )));
+            }
         }
         Ok(())
     }
@@ -291,9 +360,13 @@ impl Transformer {
             self.weights.embed.row_to_f32(tokens[i] as usize, row)
         });
         let mut s = Scratch::new(c, rows);
+        let lora = Lora {
+            adapters: batch.iter().map(|seq| seq.adapters).collect(),
+            layout: &layout,
+        };
         for (l, (w, f)) in self.weights.layers.iter().zip(&self.fused).enumerate() {
-            self.attention_block(pool, l, w, f, batch, &layout, &mut x, &mut s)?;
-            self.mlp_block(pool, w, f, &mut x, &mut s)?;
+            self.attention_block(pool, l, w, f, batch, &layout, &lora, &mut x, &mut s)?;
+            self.mlp_block(pool, l, w, f, &lora, &mut x, &mut s)?;
         }
         for seq in batch.iter_mut() {
             seq.cache.commit(seq.tokens.len());
@@ -310,14 +383,28 @@ impl Transformer {
         f: &FusedLayer,
         batch: &mut [BatchSeq<'_>],
         layout: &Layout,
+        lora: &Lora<'_>,
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<()> {
         let c = &self.config;
         let rows = layout.positions.len();
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
         self.norm_rows(pool, x, &w.attn_norm, &mut s.normed);
         f.qkv.matmul(pool, &s.normed, rows, &mut s.qkv)?;
-        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let qkv_parts = [
+            (LayerTensor::Q, 0),
+            (LayerTensor::K, qd),
+            (LayerTensor::V, qd + kvd),
+        ];
+        lora.add(
+            l,
+            &qkv_parts,
+            &s.normed,
+            c.hidden_size,
+            &mut s.qkv,
+            qd + 2 * kvd,
+        );
         for (t, row) in s.qkv.chunks_exact(qd + 2 * kvd).enumerate() {
             s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
             s.k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
@@ -337,15 +424,26 @@ impl Transformer {
         let caches: Vec<&KvCache> = batch.iter().map(|b| &*b.cache).collect();
         self.attend(pool, l, &caches, layout, &s.q, &mut s.attn);
         w.wo.matmul(pool, &s.attn, rows, &mut s.proj)?;
+        lora.add(
+            l,
+            &[(LayerTensor::O, 0)],
+            &s.attn,
+            qd,
+            &mut s.proj,
+            c.hidden_size,
+        );
         add_into(x, &s.proj);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn mlp_block(
         &self,
         pool: &ThreadPool,
+        l: usize,
         w: &LayerWeights,
         f: &FusedLayer,
+        lora: &Lora<'_>,
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<()> {
@@ -353,7 +451,9 @@ impl Transformer {
         let rows = x.len() / c.hidden_size;
         self.norm_rows(pool, x, &w.ffn_norm, &mut s.normed);
         f.gate_up.matmul(pool, &s.normed, rows, &mut s.gate_up)?;
-        let ff = c.intermediate_size;
+        let (h, ff) = (c.hidden_size, c.intermediate_size);
+        let gate_up_parts = [(LayerTensor::Gate, 0), (LayerTensor::Up, ff)];
+        lora.add(l, &gate_up_parts, &s.normed, h, &mut s.gate_up, 2 * ff);
         let gate_up = &s.gate_up;
         pool.par_rows(&mut s.act, ff, 16, &|i, a| {
             let row = &gate_up[i * 2 * ff..(i + 1) * 2 * ff];
@@ -361,6 +461,7 @@ impl Transformer {
             ops::silu_mul(a, &row[ff..]);
         });
         w.w_down.matmul(pool, &s.act, rows, &mut s.proj)?;
+        lora.add(l, &[(LayerTensor::Down, 0)], &s.act, ff, &mut s.proj, h);
         add_into(x, &s.proj);
         Ok(())
     }
@@ -446,6 +547,63 @@ impl Transformer {
             .matmul(pool, &normed, rows.len(), &mut out)
             .expect("shapes were validated when the weights were loaded");
         out
+    }
+}
+
+/// The adapters of every sequence in a step, and where its rows are.
+struct Lora<'a> {
+    adapters: Vec<&'a [WeightedAdapter]>,
+    layout: &'a Layout,
+}
+
+impl Lora<'_> {
+    /// Adds each sequence's low-rank updates to a projection's output:
+    /// for every `(tensor, column)` part, `out[rows, column..] += w·scale·(x·Aᵀ)·Bᵀ`.
+    /// The shrink `x·Aᵀ` is computed once per row and adapter, at the adapter's
+    /// own rank (no padding to a common rank).
+    fn add(
+        &self,
+        layer: usize,
+        parts: &[(LayerTensor, usize)],
+        x: &[f32],
+        in_dim: usize,
+        out: &mut [f32],
+        out_width: usize,
+    ) {
+        let mut shrunk = Vec::new();
+        for (seq, adapters) in self.adapters.iter().enumerate() {
+            for wa in adapters.iter() {
+                for &(tensor, column) in parts {
+                    let Some(p) = wa.adapter.pair(layer, tensor) else {
+                        continue;
+                    };
+                    let factor = wa.weight * p.scale;
+                    for t in self.layout.seq_rows(seq) {
+                        let xr = &x[t * in_dim..(t + 1) * in_dim];
+                        shrunk.clear();
+                        shrunk.extend(p.a.chunks_exact(in_dim).map(|a| ops::dot(xr, a) * factor));
+                        let o =
+                            &mut out[t * out_width + column..t * out_width + column + p.out_dim];
+                        for (o, b) in o.iter_mut().zip(p.b.chunks_exact(p.rank)) {
+                            *o += ops::dot(&shrunk, b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Input and output widths of a projection.
+fn projection_dims(c: &LlamaConfig, tensor: LayerTensor) -> (usize, usize) {
+    let (h, q, kv, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    match tensor {
+        LayerTensor::Q | LayerTensor::QBias => (h, q),
+        LayerTensor::K | LayerTensor::V | LayerTensor::KBias | LayerTensor::VBias => (h, kv),
+        LayerTensor::O => (q, h),
+        LayerTensor::Gate | LayerTensor::Up => (h, ff),
+        LayerTensor::Down => (ff, h),
+        LayerTensor::AttnNorm | LayerTensor::FfnNorm => (h, h),
     }
 }
 

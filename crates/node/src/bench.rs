@@ -257,13 +257,8 @@ impl Bench<'_> {
     fn prompt_processing(&self, prompt: &[u32]) -> Result<f64> {
         let mut cache = KvCache::new(self.model.config(), prompt.len());
         let started = Instant::now();
-        self.model.forward(
-            self.pool,
-            &mut [BatchSeq {
-                tokens: prompt,
-                cache: &mut cache,
-            }],
-        )?;
+        self.model
+            .forward(self.pool, &mut [BatchSeq::new(prompt, &mut cache)])?;
         Ok(prompt.len() as f64 / started.elapsed().as_secs_f64())
     }
 
@@ -273,13 +268,9 @@ impl Bench<'_> {
         let mut token = first;
         let started = Instant::now();
         for _ in 0..steps {
-            let logits = self.model.forward(
-                self.pool,
-                &mut [BatchSeq {
-                    tokens: &[token],
-                    cache: &mut cache,
-                }],
-            )?;
+            let logits = self
+                .model
+                .forward(self.pool, &mut [BatchSeq::new(&[token], &mut cache)])?;
             token = logits.first().map_or(first, |l| argmax(l));
         }
         Ok(steps as f64 / started.elapsed().as_secs_f64())
@@ -303,7 +294,7 @@ impl Bench<'_> {
         let mut seqs: Vec<BatchSeq<'_>> = prompts
             .iter()
             .zip(caches.iter_mut())
-            .map(|(p, cache)| BatchSeq { tokens: p, cache })
+            .map(|(p, cache)| BatchSeq::new(p, cache))
             .collect();
         let logits = self.model.forward(self.pool, &mut seqs)?;
         drop(seqs);
@@ -314,7 +305,7 @@ impl Bench<'_> {
             let mut seqs: Vec<BatchSeq<'_>> = next
                 .iter()
                 .zip(caches.iter_mut())
-                .map(|(t, cache)| BatchSeq { tokens: t, cache })
+                .map(|(t, cache)| BatchSeq::new(t, cache))
                 .collect();
             let logits = self.model.forward(self.pool, &mut seqs)?;
             drop(seqs);

@@ -28,15 +28,9 @@ const TOKENS: [u32; 11] = [5, 17, 3, 88, 41, 0, 95, 12, 12, 60, 7];
 /// Logits of the last token when the whole sequence is processed at once.
 fn full(m: &Transformer, pool: &ThreadPool, tokens: &[u32]) -> Vec<f32> {
     let mut cache = m.new_cache(64);
-    m.forward(
-        pool,
-        &mut [BatchSeq {
-            tokens,
-            cache: &mut cache,
-        }],
-    )
-    .unwrap()
-    .remove(0)
+    m.forward(pool, &mut [BatchSeq::new(tokens, &mut cache)])
+        .unwrap()
+        .remove(0)
 }
 
 #[test]
@@ -53,23 +47,11 @@ fn incremental_decoding_equals_full_recomputation() {
         let m = model(ty);
         let mut cache = m.new_cache(64);
         let mut last = m
-            .forward(
-                &pool,
-                &mut [BatchSeq {
-                    tokens: &TOKENS[..4],
-                    cache: &mut cache,
-                }],
-            )
+            .forward(&pool, &mut [BatchSeq::new(&TOKENS[..4], &mut cache)])
             .unwrap();
         for i in 4..TOKENS.len() {
             last = m
-                .forward(
-                    &pool,
-                    &mut [BatchSeq {
-                        tokens: &TOKENS[i..=i],
-                        cache: &mut cache,
-                    }],
-                )
+                .forward(&pool, &mut [BatchSeq::new(&TOKENS[i..=i], &mut cache)])
                 .unwrap();
             let reference = full(&m, &pool, &TOKENS[..=i]);
             // Same weights and activations quantised the same way per row: only
@@ -90,21 +72,14 @@ fn mixed_batch_equals_each_sequence_alone() {
     let histories: [&[u32]; 3] = [&[], &TOKENS[..5], &TOKENS[2..9]];
     for (c, h) in caches.iter_mut().zip(histories) {
         if !h.is_empty() {
-            m.forward(
-                &pool,
-                &mut [BatchSeq {
-                    tokens: h,
-                    cache: c,
-                }],
-            )
-            .unwrap();
+            m.forward(&pool, &mut [BatchSeq::new(h, c)]).unwrap();
         }
     }
     let new: [&[u32]; 3] = [&TOKENS[..3], &[9], &[1, 2]];
     let mut batch: Vec<BatchSeq<'_>> = caches
         .iter_mut()
         .zip(new)
-        .map(|(cache, tokens)| BatchSeq { tokens, cache })
+        .map(|(cache, tokens)| BatchSeq::new(tokens, cache))
         .collect();
     let batched = m.forward(&pool, &mut batch).unwrap();
     for ((h, n), got) in histories.iter().zip(new).zip(&batched) {
@@ -136,15 +111,9 @@ fn bad_batches_are_errors_not_panics() {
     let m = model(GgmlType::F32);
     let mut cache = m.new_cache(4);
     let mut err = |tokens: &[u32]| {
-        m.forward(
-            &pool,
-            &mut [BatchSeq {
-                tokens,
-                cache: &mut cache,
-            }],
-        )
-        .unwrap_err()
-        .to_string()
+        m.forward(&pool, &mut [BatchSeq::new(tokens, &mut cache)])
+            .unwrap_err()
+            .to_string()
     };
     assert!(err(&[]).contains("no new tokens"));
     assert!(err(&[1000]).contains("outside the vocabulary"));

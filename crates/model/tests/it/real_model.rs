@@ -154,22 +154,16 @@ fn batched_decode_matches_single_stream() {
     for p in prompts {
         let mut c = m.new_cache(16);
         alone.push(
-            m.forward(
-                &pool,
-                &mut [BatchSeq {
-                    tokens: p,
-                    cache: &mut c,
-                }],
-            )
-            .unwrap()
-            .remove(0),
+            m.forward(&pool, &mut [BatchSeq::new(p, &mut c)])
+                .unwrap()
+                .remove(0),
         );
     }
     let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
     let mut batch: Vec<_> = caches
         .iter_mut()
         .zip(prompts)
-        .map(|(cache, tokens)| BatchSeq { tokens, cache })
+        .map(|(cache, tokens)| BatchSeq::new(tokens, cache))
         .collect();
     let together = m.forward(&pool, &mut batch).unwrap();
     for (a, b) in alone.iter().zip(&together) {

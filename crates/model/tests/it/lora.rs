@@ -1,0 +1,144 @@
+//! LoRA in the forward pass: every sequence of a mixed batch must equal that
+//! sequence run alone on a model whose weights have its adapters merged in
+//! (W + Σ weight·scale·B·A), the definition PEFT's `merge_and_unload` uses.
+
+use std::sync::Arc;
+
+use credence_model::llama::{BatchSeq, Transformer, WeightedAdapter};
+use credence_model::lora::{LoraAdapter, random_adapter};
+use credence_model::quant::{GgmlType, QMatrix};
+use credence_model::testing::{tiny_config, tiny_transformer};
+use credence_model::threadpool::ThreadPool;
+use credence_model::weights::{LayerTensor, LayerWeights};
+
+const ALL: [LayerTensor; 7] = [
+    LayerTensor::Q,
+    LayerTensor::K,
+    LayerTensor::V,
+    LayerTensor::O,
+    LayerTensor::Gate,
+    LayerTensor::Up,
+    LayerTensor::Down,
+];
+
+fn slot(w: &mut LayerWeights, t: LayerTensor) -> &mut QMatrix {
+    match t {
+        LayerTensor::Q => &mut w.wq,
+        LayerTensor::K => &mut w.wk,
+        LayerTensor::V => &mut w.wv,
+        LayerTensor::O => &mut w.wo,
+        LayerTensor::Gate => &mut w.w_gate,
+        LayerTensor::Up => &mut w.w_up,
+        _ => &mut w.w_down,
+    }
+}
+
+/// The base with `mix` merged into its (f32) weights.
+fn merged(base: &Transformer, mix: &[WeightedAdapter]) -> Transformer {
+    let mut weights = base.weights().clone();
+    for wa in mix {
+        for (layer, tensor, _) in wa.adapter.pairs() {
+            let m = slot(&mut weights.layers[layer], tensor);
+            let delta = wa.adapter.delta(layer, tensor).unwrap();
+            let sum: Vec<f32> = m
+                .to_f32()
+                .iter()
+                .zip(&delta)
+                .map(|(w, d)| w + wa.weight * d)
+                .collect();
+            *m = QMatrix::quantize(GgmlType::F32, m.rows(), m.cols(), &sum).unwrap();
+        }
+    }
+    Transformer::new(base.config().clone(), weights).unwrap()
+}
+
+fn alone(m: &Transformer, pool: &ThreadPool, history: &[u32], new: &[u32]) -> Vec<f32> {
+    let whole: Vec<u32> = history.iter().chain(new).copied().collect();
+    let mut cache = m.new_cache(64);
+    m.forward(pool, &mut [BatchSeq::new(&whole, &mut cache)])
+        .unwrap()
+        .remove(0)
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "{what}: max diff {d}");
+}
+
+#[test]
+fn mixed_adapter_batch_equals_merged_weights_per_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(32);
+    let base = tiny_transformer(&config, GgmlType::F32, 5, dir.path()).unwrap();
+    let pool = ThreadPool::new(2);
+    let a1 = Arc::new(random_adapter(&config, 4, &ALL, 1));
+    let a2 = Arc::new(random_adapter(
+        &config,
+        8,
+        &[LayerTensor::Q, LayerTensor::V, LayerTensor::Down],
+        2,
+    ));
+    let one = |a: &Arc<LoraAdapter>, weight| WeightedAdapter {
+        adapter: Arc::clone(a),
+        weight,
+    };
+    // Sequence 0: adapter 1; 1: the base; 2: a weighted mix; 3: adapter 2.
+    let mixes: [Vec<WeightedAdapter>; 4] = [
+        vec![one(&a1, 1.0)],
+        vec![],
+        vec![one(&a1, 0.5), one(&a2, 0.7)],
+        vec![one(&a2, 1.0)],
+    ];
+    let histories: [&[u32]; 4] = [&[3, 4, 5], &[], &[9, 1], &[60, 61, 62, 63]];
+    let new: [&[u32]; 4] = [&[7], &[1, 2, 3], &[11, 12], &[5]];
+
+    let mut caches: Vec<_> = (0..4).map(|_| base.new_cache(64)).collect();
+    for ((cache, h), mix) in caches.iter_mut().zip(histories).zip(&mixes) {
+        if !h.is_empty() {
+            base.forward(&pool, &mut [BatchSeq::new(h, cache).with_adapters(mix)])
+                .unwrap();
+        }
+    }
+    let mut batch: Vec<BatchSeq<'_>> = caches
+        .iter_mut()
+        .zip(new)
+        .zip(&mixes)
+        .map(|((cache, tokens), mix)| BatchSeq::new(tokens, cache).with_adapters(mix))
+        .collect();
+    let got = base.forward(&pool, &mut batch).unwrap();
+    for i in 0..4 {
+        let reference = alone(&merged(&base, &mixes[i]), &pool, histories[i], new[i]);
+        assert_close(&got[i], &reference, &format!("sequence {i}"));
+    }
+    // The adapters really change the output.
+    let plain = alone(&base, &pool, histories[0], new[0]);
+    assert!(got[0].iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-2));
+}
+
+#[test]
+fn an_adapter_for_another_model_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_transformer(&tiny_config(32), GgmlType::F32, 5, dir.path()).unwrap();
+    let other = credence_model::config::LlamaConfig {
+        intermediate_size: 96,
+        ..tiny_config(32)
+    };
+    let foreign = [WeightedAdapter {
+        adapter: Arc::new(random_adapter(&other, 4, &ALL, 1)),
+        weight: 1.0,
+    }];
+    let mut cache = base.new_cache(8);
+    let e = base
+        .forward(
+            &ThreadPool::new(1),
+            &mut [BatchSeq::new(&[1], &mut cache).with_adapters(&foreign)],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not fit this model"), "{e}");
+    assert_eq!(cache.len(), 0);
+}
