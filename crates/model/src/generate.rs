@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kv::KvCache;
 use crate::llama::{BatchSeq, Model};
 use crate::sampling::Sampler;
 pub use crate::sampling::SamplingParams;
@@ -83,6 +84,119 @@ pub struct GenerationOutput {
     pub finish_reason: FinishReason,
 }
 
+/// One sequence being generated, advanced one forward step at a time by its
+/// owner: [`generate`] for a single stream, or a scheduler that batches many
+/// sequences (each possibly with its own adapters) into one forward call.
+pub struct Generation<'m> {
+    model: &'m Model,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stops: StopMatcher,
+    cache: KvCache,
+    history: Vec<u32>,
+    /// Tokens to feed at the next step: the prompt, then each sampled token.
+    input: Vec<u32>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    max_tokens: usize,
+    text: String,
+    finished: Option<FinishReason>,
+}
+
+impl<'m> Generation<'m> {
+    /// Validates `params` and the prompt length; nothing is computed yet.
+    pub fn new(model: &'m Model, prompt: &[u32], params: &GenerateParams) -> Result<Self> {
+        params.validate()?;
+        let context = model.config().context_length;
+        if prompt.is_empty() {
+            return Err(Error::param("prompt", "must not be empty"));
+        }
+        if prompt.len() >= context {
+            return Err(Error::ContextOverflow {
+                tokens: prompt.len() + 1,
+                context,
+            });
+        }
+        Ok(Self {
+            model,
+            sampler: Sampler::new(params.sampling.clone())?,
+            decoder: StreamDecoder::new(model.tokenizer()),
+            stops: StopMatcher::new(params.stop.clone()),
+            cache: model.new_cache(prompt.len() + params.max_tokens),
+            history: prompt.to_vec(),
+            input: prompt.to_vec(),
+            prompt_tokens: prompt.len(),
+            completion_tokens: 0,
+            max_tokens: params.max_tokens,
+            text: String::new(),
+            finished: None,
+        })
+    }
+
+    /// This sequence's share of the next forward step.
+    pub fn next_input(&mut self) -> BatchSeq<'_> {
+        BatchSeq::new(&self.input, &mut self.cache)
+    }
+
+    /// Takes the logits of the step just run: samples a token and returns the
+    /// text it completes (possibly empty; never a broken character or any
+    /// part of a stop string).
+    pub fn accept(&mut self, logits: &mut [f32]) -> Result<String> {
+        let token = self.sampler.sample(logits, &self.history);
+        self.completion_tokens += 1;
+        self.history.push(token);
+        self.input = vec![token];
+        let mut piece = String::new();
+        if self.model.tokenizer().eos_ids().contains(&token) {
+            self.finished = Some(FinishReason::Stop);
+        } else if let Some(decoded) = self.decoder.push(token)? {
+            let (safe, stopped) = self.stops.push(&decoded);
+            piece = safe;
+            if stopped {
+                self.finished = Some(FinishReason::Stop);
+            }
+        }
+        if self.finished.is_none()
+            && (self.completion_tokens >= self.max_tokens || self.cache.remaining() == 0)
+        {
+            self.finished = Some(FinishReason::Length);
+            piece.push_str(&self.flush()?);
+        } else if self.finished == Some(FinishReason::Stop) && !self.stops.stopped() {
+            // End of sequence: text held back as a possible stop prefix is real.
+            piece.push_str(&self.flush()?);
+        }
+        self.text.push_str(&piece);
+        Ok(piece)
+    }
+
+    fn flush(&mut self) -> Result<String> {
+        let tail = self.decoder.finish()?.unwrap_or_default();
+        let (mut safe, _) = self.stops.push(&tail);
+        safe.push_str(&self.stops.flush());
+        Ok(safe)
+    }
+
+    /// Ends generation early (the caller stopped listening).
+    pub fn stop(&mut self) {
+        self.finished.get_or_insert(FinishReason::Stop);
+    }
+
+    /// Why generation ended, once it has.
+    pub fn finished(&self) -> Option<FinishReason> {
+        self.finished
+    }
+
+    /// The result so far (complete once [`Generation::finished`] is set).
+    pub fn output(&self) -> GenerationOutput {
+        GenerationOutput {
+            text: self.text.clone(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            finish_reason: self.finished.unwrap_or(FinishReason::Length),
+        }
+    }
+}
+
 /// Generates a completion of `prompt`, calling `on_text` with each new piece
 /// of text; returning `Break` from it stops generation.
 pub fn generate(
@@ -92,63 +206,13 @@ pub fn generate(
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Result<GenerationOutput> {
-    params.validate()?;
-    let context = model.config().context_length;
-    if prompt.is_empty() {
-        return Err(Error::param("prompt", "must not be empty"));
-    }
-    if prompt.len() >= context {
-        return Err(Error::ContextOverflow {
-            tokens: prompt.len() + 1,
-            context,
-        });
-    }
-    let mut sampler = Sampler::new(params.sampling.clone())?;
-    let mut cache = model.new_cache(prompt.len() + params.max_tokens);
-    let mut history = prompt.to_vec();
-    let mut decoder = StreamDecoder::new(model.tokenizer());
-    let mut stops = StopMatcher::new(params.stop.clone());
-    let mut text = String::new();
-    let mut emit = |piece: &str, text: &mut String| {
-        text.push_str(piece);
-        on_text(piece)
-    };
-    let mut input = prompt.to_vec();
-    let mut completion_tokens = 0;
-    let finish_reason = loop {
-        let mut logits = model.forward(pool, &mut [BatchSeq::new(&input, &mut cache)])?;
-        let token = sampler.sample(&mut logits[0], &history);
-        completion_tokens += 1;
-        history.push(token);
-        if model.tokenizer().eos_ids().contains(&token) {
-            break FinishReason::Stop;
-        }
-        if let Some(piece) = decoder.push(token)? {
-            let (safe, stopped) = stops.push(&piece);
-            if !safe.is_empty() && emit(&safe, &mut text).is_break() {
-                break FinishReason::Stop;
-            }
-            if stopped {
-                break FinishReason::Stop;
-            }
-        }
-        if completion_tokens >= params.max_tokens || cache.remaining() == 0 {
-            break FinishReason::Length;
-        }
-        input = vec![token];
-    };
-    if finish_reason == FinishReason::Length || !stops.stopped() {
-        let tail = decoder.finish()?.unwrap_or_default();
-        let (mut safe, _) = stops.push(&tail);
-        safe.push_str(&stops.flush());
-        if !safe.is_empty() {
-            let _ = emit(&safe, &mut text);
+    let mut generation = Generation::new(model, prompt, params)?;
+    while generation.finished().is_none() {
+        let mut logits = model.forward(pool, &mut [generation.next_input()])?;
+        let piece = generation.accept(&mut logits[0])?;
+        if !piece.is_empty() && on_text(&piece).is_break() {
+            generation.stop();
         }
     }
-    Ok(GenerationOutput {
-        text,
-        prompt_tokens: prompt.len(),
-        completion_tokens,
-        finish_reason,
-    })
+    Ok(generation.output())
 }

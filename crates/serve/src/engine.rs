@@ -1,7 +1,11 @@
-//! The engine thread: owns the compute pool and runs one generation at a time.
+//! The engine thread: owns the compute pool and batches generations continuously.
 //!
 //! Generation is CPU-bound and must not run on the async runtime, so a
-//! dedicated OS thread takes [`Job`]s from a bounded queue. Admission is
+//! dedicated OS thread takes [`Job`]s from a bounded queue. Up to
+//! [`MAX_BATCH`] sequences run together: each forward step advances every
+//! active sequence by one token (a newly admitted one by its whole prompt),
+//! so the weights are read once per step for all of them. Sequences join and
+//! leave between steps. Admission is
 //! decided at [`Engine::submit`]: a full queue is reported at once (HTTP 429)
 //! instead of letting latency grow without bound. Each job carries the sending
 //! half of an unbounded channel; text deltas go out through it as they are
@@ -9,15 +13,15 @@
 //! fails, and the generation callback returns `Break`, so an abandoned request
 //! stops costing compute within one token.
 //!
-//! A panic inside a generation is caught and reported as an internal error to
-//! that request alone; the thread keeps serving the queue.
+//! A panic inside a step is caught and reported as an internal error to the
+//! requests in that step; the thread keeps serving the queue.
 
-use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
-use credence_model::generate::{GenerateParams, GenerationOutput, generate};
+use credence_model::generate::{GenerateParams, Generation, GenerationOutput};
 use credence_model::llama::Model;
 use credence_model::threadpool::ThreadPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -143,6 +147,9 @@ impl Engine {
     }
 }
 
+/// Most sequences advanced together in one forward step.
+pub const MAX_BATCH: usize = 16;
+
 struct Worker {
     model: Arc<Model>,
     pool: ThreadPool,
@@ -150,59 +157,74 @@ struct Worker {
     queued: Arc<AtomicUsize>,
 }
 
+/// A job being generated.
+struct Active<'m> {
+    job: Job,
+    generation: Generation<'m>,
+    started: Instant,
+    /// Set when an error was already reported to the client.
+    failed: bool,
+}
+
 impl Worker {
     fn run(self) {
         tracing::debug!(threads = self.pool.threads(), "engine thread started");
-        while let Ok(job) = self.jobs.recv() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            if job.events.is_closed() {
-                tracing::debug!("client left before its generation started; skipping");
-                continue;
-            }
-            self.run_job(&job);
+        let mut active: Vec<Active<'_>> = Vec::new();
+        while self.admit(&mut active) {
+            self.step(&mut active);
         }
         tracing::debug!("engine thread stopped");
     }
 
-    fn run_job(&self, job: &Job) {
-        let started = std::time::Instant::now();
-        let events = &job.events;
-        let mut on_text = |text: &str| {
-            let delivered = if job.stream {
-                events.send(Event::Text(text.to_owned())).is_ok()
-            } else {
-                !events.is_closed()
-            };
-            if delivered {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
+    /// Adds queued jobs up to [`MAX_BATCH`], blocking while idle; false once
+    /// the queue is closed and nothing is left to run.
+    fn admit<'m>(&'m self, active: &mut Vec<Active<'m>>) -> bool {
+        while active.is_empty() {
+            match self.jobs.recv() {
+                Ok(job) => self.start(job, active),
+                Err(_) => return false,
             }
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            generate(
-                &self.model,
-                &self.pool,
-                &job.prompt,
-                &job.params,
-                &mut on_text,
-            )
-        }));
-        let event = match outcome {
-            Ok(Ok(output)) => {
-                let secs = started.elapsed().as_secs_f64();
-                tracing::info!(
-                    prompt_tokens = output.prompt_tokens,
-                    completion_tokens = output.completion_tokens,
-                    seconds = format_args!("{secs:.3}"),
-                    tokens_per_second =
-                        format_args!("{:.1}", output.completion_tokens as f64 / secs.max(1e-9)),
-                    cancelled = events.is_closed(),
-                    "generation finished"
-                );
-                Event::Done(output)
+        }
+        while active.len() < MAX_BATCH {
+            match self.jobs.try_recv() {
+                Ok(job) => self.start(job, active),
+                Err(_) => break,
             }
-            Ok(Err(error)) => Event::Failed(ApiError::from_model(error, job.prompt_param)),
+        }
+        true
+    }
+
+    fn start<'m>(&'m self, job: Job, active: &mut Vec<Active<'m>>) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        if job.events.is_closed() {
+            tracing::debug!("client left before its generation started; skipping");
+            return;
+        }
+        match Generation::new(&self.model, &job.prompt, &job.params) {
+            Ok(generation) => active.push(Active {
+                job,
+                generation,
+                started: Instant::now(),
+                failed: false,
+            }),
+            Err(error) => {
+                let _ = job
+                    .events
+                    .send(Event::Failed(ApiError::from_model(error, job.prompt_param)));
+            }
+        }
+    }
+
+    /// One forward step for every active sequence, then retire finished ones.
+    fn step(&self, active: &mut Vec<Active<'_>>) {
+        match catch_unwind(AssertUnwindSafe(|| self.forward_and_sample(active))) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "forward step failed");
+                fail_all(active, |_| {
+                    ApiError::Internal(format!("forward step failed: {error}"))
+                });
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -210,10 +232,76 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 tracing::error!(panic = %what, "generation panicked; the engine keeps running");
-                Event::Failed(ApiError::Internal(format!("generation panicked: {what}")))
+                fail_all(active, |_| {
+                    ApiError::Internal(format!("generation panicked: {what}"))
+                });
             }
-        };
-        // The client may be gone; nobody is left to tell then.
-        let _ = events.send(event);
+        }
+        active.retain(|a| {
+            if a.failed {
+                return false;
+            }
+            if a.generation.finished().is_none() {
+                return true;
+            }
+            finish(a);
+            false
+        });
+    }
+
+    fn forward_and_sample(&self, active: &mut [Active<'_>]) -> credence_model::Result<()> {
+        let mut batch: Vec<_> = active
+            .iter_mut()
+            .map(|a| a.generation.next_input())
+            .collect();
+        let logits = self.model.forward(&self.pool, &mut batch)?;
+        drop(batch);
+        for (a, mut logits) in active.iter_mut().zip(logits) {
+            match a.generation.accept(&mut logits) {
+                Ok(piece) => deliver(a, piece),
+                Err(error) => {
+                    let _ = a.job.events.send(Event::Failed(ApiError::from_model(
+                        error,
+                        a.job.prompt_param,
+                    )));
+                    a.failed = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends a text piece; a client that has gone stops its generation.
+fn deliver(a: &mut Active<'_>, piece: String) {
+    let listening = if a.job.stream && !piece.is_empty() {
+        a.job.events.send(Event::Text(piece)).is_ok()
+    } else {
+        !a.job.events.is_closed()
+    };
+    if !listening {
+        a.generation.stop();
+    }
+}
+
+fn finish(a: &Active<'_>) {
+    let output = a.generation.output();
+    let secs = a.started.elapsed().as_secs_f64();
+    tracing::info!(
+        prompt_tokens = output.prompt_tokens,
+        completion_tokens = output.completion_tokens,
+        seconds = format_args!("{secs:.3}"),
+        tokens_per_second = format_args!("{:.1}", output.completion_tokens as f64 / secs.max(1e-9)),
+        cancelled = a.job.events.is_closed(),
+        "generation finished"
+    );
+    // The client may be gone; nobody is left to tell then.
+    let _ = a.job.events.send(Event::Done(output));
+}
+
+fn fail_all(active: &mut [Active<'_>], error: impl Fn(&Active<'_>) -> ApiError) {
+    for a in active.iter_mut().filter(|a| !a.failed) {
+        let _ = a.job.events.send(Event::Failed(error(a)));
+        a.failed = true;
     }
 }

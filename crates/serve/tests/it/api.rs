@@ -357,7 +357,9 @@ async fn a_full_queue_answers_429() {
     let app = router(state.clone());
     let mut held = Vec::new();
     let mut refused = None;
-    for _ in 0..8 {
+    // At most MAX_BATCH generations run and `queue_capacity` wait, so one of
+    // this many requests must be refused, however the engine's steps interleave.
+    for _ in 0..credence_serve::engine::MAX_BATCH + 3 {
         let request = Request::post("/v1/completions")
             .body(Body::from(endless_request().to_string()))
             .expect("valid request");
@@ -384,8 +386,8 @@ async fn a_full_queue_answers_429() {
     );
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert!(
-        held.len() <= 3,
-        "one running, one queued (plus one possibly just taken)"
+        held.len() <= credence_serve::engine::MAX_BATCH + 1,
+        "at most a full batch running and one queued"
     );
 }
 
@@ -429,4 +431,37 @@ async fn a_dropped_stream_stops_its_generation() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_without_changing_answers() {
+    // A fresh engine, so the concurrent requests share its steps.
+    let state = new_state(test_config());
+    let prompts = [
+        "The capital of France is",
+        "1, 2, 3, 4,",
+        "Once upon a time",
+        "def add(a, b):",
+    ];
+    let body = |p: &str| {
+        json!({"prompt": p, "max_tokens": 12, "temperature": 0})
+            .to_string()
+            .into_bytes()
+    };
+    let mut alone = Vec::new();
+    for p in prompts {
+        let (status, bytes) = post_raw(&state, "/v1/completions", body(p)).await;
+        assert_eq!(status, StatusCode::OK);
+        alone.push(json(&bytes)["choices"][0]["text"].clone());
+    }
+    let together = futures_util::future::join_all(
+        prompts
+            .iter()
+            .map(|p| post_raw(&state, "/v1/completions", body(p))),
+    )
+    .await;
+    for ((status, bytes), expected) in together.iter().zip(&alone) {
+        assert_eq!(*status, StatusCode::OK);
+        assert_eq!(&json(bytes)["choices"][0]["text"], expected);
+    }
 }
