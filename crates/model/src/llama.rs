@@ -640,6 +640,7 @@ impl Model {
             name = %model.name,
             layers = model.config().n_layers,
             hidden = model.config().hidden_size,
+            kernel = crate::quant::kernel_name(),
             "model loaded"
         );
         Ok(model)
