@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::kv::KvCache;
-use crate::llama::{BatchSeq, Model};
+use crate::llama::{BatchSeq, Model, WeightedAdapter};
 use crate::sampling::Sampler;
 pub use crate::sampling::SamplingParams;
 use crate::text::{StopMatcher, StreamDecoder};
@@ -93,6 +93,7 @@ pub struct Generation<'m> {
     decoder: StreamDecoder,
     stops: StopMatcher,
     cache: KvCache,
+    adapters: Vec<WeightedAdapter>,
     history: Vec<u32>,
     /// Tokens to feed at the next step: the prompt, then each sampled token.
     input: Vec<u32>,
@@ -123,6 +124,7 @@ impl<'m> Generation<'m> {
             decoder: StreamDecoder::new(model.tokenizer()),
             stops: StopMatcher::new(params.stop.clone()),
             cache: model.new_cache(prompt.len() + params.max_tokens),
+            adapters: Vec::new(),
             history: prompt.to_vec(),
             input: prompt.to_vec(),
             prompt_tokens: prompt.len(),
@@ -133,9 +135,15 @@ impl<'m> Generation<'m> {
         })
     }
 
+    /// Generates with these LoRA adapters on top of the base model.
+    pub fn with_adapters(mut self, adapters: Vec<WeightedAdapter>) -> Self {
+        self.adapters = adapters;
+        self
+    }
+
     /// This sequence's share of the next forward step.
     pub fn next_input(&mut self) -> BatchSeq<'_> {
-        BatchSeq::new(&self.input, &mut self.cache)
+        BatchSeq::new(&self.input, &mut self.cache).with_adapters(&self.adapters)
     }
 
     /// Takes the logits of the step just run: samples a token and returns the

@@ -69,6 +69,7 @@ impl Node {
             queue_capacity: config.queue_size,
             max_body_bytes: config.max_body_bytes,
             default_max_tokens: config.default_max_tokens,
+            adapter_dir: Some(home.join("adapters")),
         };
         let state = AppState::new(model, threads, serve_config)
             .map_err(|e| Error::io("cannot start the engine thread for", &path, e))?;

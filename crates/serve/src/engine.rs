@@ -22,7 +22,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use credence_model::generate::{GenerateParams, Generation, GenerationOutput};
-use credence_model::llama::Model;
+use credence_model::llama::{Model, WeightedAdapter};
 use credence_model::threadpool::ThreadPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -50,6 +50,8 @@ pub struct Job {
     pub prompt_param: &'static str,
     /// Whether the caller wants text deltas (streams) or only the final output.
     pub stream: bool,
+    /// LoRA adapters applied to this request only.
+    pub adapters: Vec<WeightedAdapter>,
     events: UnboundedSender<Event>,
 }
 
@@ -68,10 +70,17 @@ impl Job {
                 params,
                 prompt_param,
                 stream,
+                adapters: Vec::new(),
                 events,
             },
             rx,
         )
+    }
+
+    /// The same job with `adapters` applied.
+    pub fn with_adapters(mut self, adapters: Vec<WeightedAdapter>) -> Self {
+        self.adapters = adapters;
+        self
     }
 }
 
@@ -202,8 +211,8 @@ impl Worker {
         }
         match Generation::new(&self.model, &job.prompt, &job.params) {
             Ok(generation) => active.push(Active {
+                generation: generation.with_adapters(job.adapters.clone()),
                 job,
-                generation,
                 started: Instant::now(),
                 failed: false,
             }),

@@ -59,6 +59,9 @@ pub enum ApiError {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// An adapter is malformed or does not fit the served model.
+    #[error("invalid adapter: {0}")]
+    InvalidAdapter(String),
     /// The engine thread is gone (shutting down, or a fatal bug).
     #[error("the generation engine is not running")]
     EngineUnavailable,
@@ -82,6 +85,7 @@ impl ApiError {
             Self::InvalidRequest { .. } | Self::ContextOverflow { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidAdapter(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::EngineUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,6 +102,7 @@ impl ApiError {
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
+            Self::InvalidAdapter(_) => ("invalid_request_error", Some("invalid_adapter")),
             Self::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
             Self::EngineUnavailable => ("server_error", Some("engine_unavailable")),
             Self::Internal(_) => ("server_error", None),
@@ -248,6 +253,12 @@ mod tests {
                 413,
                 "invalid_request_error",
                 Some("payload_too_large"),
+            ),
+            (
+                ApiError::InvalidAdapter("bad".into()),
+                422,
+                "invalid_request_error",
+                Some("invalid_adapter"),
             ),
             (
                 ApiError::QueueFull { capacity: 4 },

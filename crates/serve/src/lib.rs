@@ -22,6 +22,7 @@
 //! model came from, configuration files or the command line; that is the node's
 //! job.
 
+pub mod adapters;
 pub mod api;
 pub mod engine;
 pub mod error;
@@ -36,7 +37,9 @@ use credence_model::threadpool::ThreadPool;
 pub use error::{ApiError, Result};
 pub use routes::router;
 
+use crate::adapters::AdapterRegistry;
 use crate::engine::Engine;
+use credence_model::llama::WeightedAdapter;
 
 /// Serving limits and identity.
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Completion length when the request names none (capped by the context left).
     pub default_max_tokens: usize,
+    /// Where registered adapters are stored (none: kept in memory only).
+    pub adapter_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +66,7 @@ impl Default for ServeConfig {
             queue_capacity: 64,
             max_body_bytes: 1 << 20,
             default_max_tokens: 512,
+            adapter_dir: None,
         }
     }
 }
@@ -75,13 +81,17 @@ pub struct AppState {
 struct Shared {
     model: Arc<Model>,
     engine: Engine,
+    adapters: AdapterRegistry,
     config: ServeConfig,
     created: u64,
 }
 
 impl AppState {
-    /// Starts the engine thread for `model` with a pool of `threads` compute threads.
+    /// Starts the engine thread for `model` with a pool of `threads` compute
+    /// threads, and loads the adapters stored in `config.adapter_dir`.
     pub fn new(model: Model, threads: usize, config: ServeConfig) -> std::io::Result<Self> {
+        let adapters = AdapterRegistry::open(model.config().clone(), config.adapter_dir.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let model = Arc::new(model);
         let engine = Engine::start(
             Arc::clone(&model),
@@ -92,6 +102,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 model,
                 engine,
+                adapters,
                 config,
                 created: unix_now(),
             }),
@@ -108,6 +119,11 @@ impl AppState {
         &self.inner.engine
     }
 
+    /// The registered adapters.
+    pub fn adapters(&self) -> &AdapterRegistry {
+        &self.inner.adapters
+    }
+
     /// The serving configuration.
     pub fn config(&self) -> &ServeConfig {
         &self.inner.config
@@ -121,17 +137,27 @@ impl AppState {
         self.inner.created
     }
 
-    /// Maps the request's `model` field to the served model's id.
-    fn resolve_model(&self, requested: Option<&str>) -> Result<String> {
+    /// Maps the request's `model` field to the id reported back and the
+    /// adapters to apply: the base model, or a registered adapter on it.
+    fn resolve_model(&self, requested: Option<&str>) -> Result<(String, Vec<WeightedAdapter>)> {
         let config = self.config();
         match requested {
-            None | Some("") => Ok(config.model_id.clone()),
+            None | Some("") => Ok((config.model_id.clone(), Vec::new())),
             Some(name)
                 if name == config.model_id || config.model_aliases.iter().any(|a| a == name) =>
             {
-                Ok(config.model_id.clone())
+                Ok((config.model_id.clone(), Vec::new()))
             }
-            Some(other) => Err(ApiError::ModelNotFound(other.to_owned())),
+            Some(name) => match self.adapters().resolve(name) {
+                Some((_, adapter)) => Ok((
+                    name.to_owned(),
+                    vec![WeightedAdapter {
+                        adapter,
+                        weight: 1.0,
+                    }],
+                )),
+                None => Err(ApiError::ModelNotFound(name.to_owned())),
+            },
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::api::{
 use crate::engine::{Event, Job};
 use crate::error::{ApiError, Result};
 use crate::{AppState, unix_now};
+use credence_model::llama::WeightedAdapter;
 
 /// Builds the HTTP API: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`.
 pub fn router(state: AppState) -> Router {
@@ -32,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/adapters", post(register_adapter).get(list_adapters))
+        .route("/v1/adapters/{name}", axum::routing::delete(delete_adapter))
         .route("/health", get(health))
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(limit))
@@ -90,23 +93,79 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 }
 
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    let card = |id: String| ModelCard {
+        id,
+        object: "model",
+        created: state.created(),
+        owned_by: "credence",
+        context_length: state.model().config().context_length,
+    };
+    let mut data = vec![card(state.config().model_id.clone())];
+    for adapter in state.adapters().list() {
+        data.extend(adapter.aliases.into_iter().map(card));
+        data.push(card(adapter.id));
+    }
     Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: state.config().model_id.clone(),
-            object: "model",
-            created: state.created(),
-            owned_by: "credence",
-            context_length: state.model().config().context_length,
-        }],
+        data,
     })
+}
+
+/// `POST /v1/adapters` body: a PEFT adapter directory on this node's disk
+/// (as vLLM's `load_lora_adapter` takes), and an optional alias.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterAdapter {
+    path: std::path::PathBuf,
+    alias: Option<String>,
+}
+
+async fn register_adapter(State(state): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: RegisterAdapter =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+            param: None,
+            message: format!("invalid JSON body: {e}"),
+        })?;
+    let registry_state = state.clone();
+    let (id, created) = tokio::task::spawn_blocking(move || {
+        registry_state
+            .adapters()
+            .register(&req.path, req.alias.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("adapter registration task failed: {e}")))??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "id": id, "created": created })),
+    )
+        .into_response())
+}
+
+async fn list_adapters(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({ "object": "list", "data": state.adapters().list() })).into_response()
+}
+
+async fn delete_adapter(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<StatusCode> {
+    if state.adapters().remove(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::ModelNotFound(name))
+    }
 }
 
 async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response> {
-    let model = state.resolve_model(req.model.as_deref())?;
+    let (model, adapters) = state.resolve_model(req.model.as_deref())?;
     req.check_supported()?;
     let input = req.prompt.into_single()?;
     let prompt = tokenize_prompt(&state, input).await?;
@@ -117,14 +176,15 @@ async fn completions(
         Shape::Completion,
         req.options.include_usage(),
     );
-    respond(&state, prompt, params, "prompt", req.options.stream(), meta).await
+    let job = Job::new(prompt, params, "prompt", req.options.stream());
+    respond(&state, job, adapters, meta).await
 }
 
 async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response> {
-    let model = state.resolve_model(req.model.as_deref())?;
+    let (model, adapters) = state.resolve_model(req.model.as_deref())?;
     req.check_supported()?;
     let messages = req.chat_messages()?;
     let engine_model = state.model_arc();
@@ -148,15 +208,8 @@ async fn chat_completions(
     .map_err(|e| ApiError::Internal(format!("prompt rendering task failed: {e}")))??;
     let params = generation_params(&state, &req.options, prompt.len(), "messages")?;
     let meta = Meta::new("chatcmpl", model, Shape::Chat, req.options.include_usage());
-    respond(
-        &state,
-        prompt,
-        params,
-        "messages",
-        req.options.stream(),
-        meta,
-    )
-    .await
+    let job = Job::new(prompt, params, "messages", req.options.stream());
+    respond(&state, job, adapters, meta).await
 }
 
 /// Tokenises a completion prompt off the async runtime, or checks given token ids.
@@ -222,14 +275,12 @@ fn generation_params(
 /// Queues the job and answers with a stream or a whole JSON body.
 async fn respond(
     state: &AppState,
-    prompt: Vec<u32>,
-    params: GenerateParams,
-    prompt_param: &'static str,
-    stream: bool,
+    (job, events): (Job, UnboundedReceiver<Event>),
+    adapters: Vec<WeightedAdapter>,
     meta: Meta,
 ) -> Result<Response> {
-    let (job, events) = Job::new(prompt, params, prompt_param, stream);
-    state.engine().submit(job)?;
+    let stream = job.stream;
+    state.engine().submit(job.with_adapters(adapters))?;
     if stream {
         return Ok(sse_response(events, meta));
     }

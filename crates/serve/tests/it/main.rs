@@ -3,6 +3,7 @@
 //! `api` drives the router in-process with `oneshot` (no sockets); `openai_client`
 //! binds a real socket and talks to it with the `async-openai` client crate.
 
+mod adapters;
 mod api;
 mod openai_client;
 
