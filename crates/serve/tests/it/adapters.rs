@@ -1,34 +1,16 @@
 //! Registering PEFT adapters and generating with them over HTTP.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use credence_model::config::LlamaConfig;
 use credence_model::lora::random_adapter;
 use credence_model::weights::LayerTensor;
-use credence_serve::{AppState, ServeConfig, router};
-use http_body_util::BodyExt;
+use credence_serve::{AppState, ServeConfig};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::{new_state, test_config};
 
 async fn call(state: &AppState, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::from(body.to_string()))
-        .expect("valid request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, bytes) = crate::send(state, method, path, body.to_string().into_bytes()).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),

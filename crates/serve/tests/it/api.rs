@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use credence_serve::{ServeConfig, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -20,22 +20,7 @@ async fn post_raw(
     path: &str,
     body: Vec<u8>,
 ) -> (StatusCode, Vec<u8>) {
-    let request = Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("valid request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, bytes.to_vec())
+    crate::send(state, "POST", path, body).await
 }
 
 async fn get(path: &str) -> (StatusCode, Value) {

@@ -48,3 +48,32 @@ pub fn test_config() -> ServeConfig {
 
 /// One state shared by the tests that do not depend on queue behaviour.
 pub static SHARED: LazyLock<AppState> = LazyLock::new(|| new_state(test_config()));
+
+/// Sends one request through the router in-process; returns status and body bytes.
+pub async fn send(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("valid request");
+    let response = credence_serve::router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, bytes.to_vec())
+}
