@@ -24,20 +24,7 @@ async fn post_raw(
 }
 
 async fn get(path: &str) -> (StatusCode, Value) {
-    let request = Request::get(path)
-        .body(Body::empty())
-        .expect("valid request");
-    let response = router(SHARED.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, bytes) = crate::send(&SHARED, "GET", path, Vec::new()).await;
     (status, serde_json::from_slice(&bytes).expect("JSON body"))
 }
 
