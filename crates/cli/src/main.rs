@@ -228,6 +228,7 @@ fn run_generate(args: &GenerateArgs) -> Result<()> {
             },
             max_tokens: args.max_tokens,
             stop: args.stop.clone(),
+            ignore_eos: false,
         },
     };
     let mut stdout = std::io::stdout().lock();

@@ -29,6 +29,9 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Generation ends before any of these strings; they are not emitted.
     pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens (benchmarks and tests
+    /// that need a fixed length, as vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateParams {
@@ -37,6 +40,7 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             max_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Generation<'m> {
     prompt_tokens: usize,
     completion_tokens: usize,
     max_tokens: usize,
+    ignore_eos: bool,
     text: String,
     finished: Option<FinishReason>,
 }
@@ -130,6 +135,7 @@ impl<'m> Generation<'m> {
             prompt_tokens: prompt.len(),
             completion_tokens: 0,
             max_tokens: params.max_tokens,
+            ignore_eos: params.ignore_eos,
             text: String::new(),
             finished: None,
         })
@@ -155,7 +161,7 @@ impl<'m> Generation<'m> {
         self.history.push(token);
         self.input = vec![token];
         let mut piece = String::new();
-        if self.model.tokenizer().eos_ids().contains(&token) {
+        if !self.ignore_eos && self.model.tokenizer().eos_ids().contains(&token) {
             self.finished = Some(FinishReason::Stop);
         } else if let Some(decoded) = self.decoder.push(token)? {
             let (safe, stopped) = self.stops.push(&decoded);

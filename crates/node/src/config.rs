@@ -24,6 +24,10 @@ pub const DEFAULT_QUEUE_SIZE: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default completion length when a request names none.
 pub const DEFAULT_MAX_TOKENS: usize = 512;
+/// Default RAM budget for decoded adapters (MiB).
+pub const DEFAULT_ADAPTER_CACHE_MIB: usize = 1024;
+/// Default cap on an adapter upload (MiB).
+pub const DEFAULT_MAX_ADAPTER_UPLOAD_MIB: usize = 256;
 
 /// How a node runs. Every field is a `--flag` and a TOML key of the same name
 /// (with `-` for `_` on the command line).
@@ -58,6 +62,20 @@ pub struct NodeConfig {
     /// Data directory (models, caches) [default: $HOME/.cache/credence].
     #[arg(long, env = "CREDENCE_HOME")]
     pub home: Option<PathBuf>,
+
+    /// RAM budget for decoded LoRA adapters, in MiB; colder adapters are
+    /// evicted (least recently used first) and reloaded on demand.
+    #[arg(long, default_value_t = DEFAULT_ADAPTER_CACHE_MIB)]
+    pub adapter_cache_mib: usize,
+
+    /// Largest adapter upload in MiB; larger uploads get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_ADAPTER_UPLOAD_MIB)]
+    pub max_adapter_upload_mib: usize,
+
+    /// API keys accepted by the write endpoints (repeatable). When none is
+    /// given, the node creates one in `<home>/api-key` on first start.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +88,9 @@ impl Default for NodeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             default_max_tokens: DEFAULT_MAX_TOKENS,
             home: None,
+            adapter_cache_mib: DEFAULT_ADAPTER_CACHE_MIB,
+            max_adapter_upload_mib: DEFAULT_MAX_ADAPTER_UPLOAD_MIB,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -116,7 +137,8 @@ impl NodeConfig {
             None => Self::default(),
         };
         override_explicit!(config, cli, matches;
-            listen, model, threads, queue_size, max_body_bytes, default_max_tokens, home);
+            listen, model, threads, queue_size, max_body_bytes, default_max_tokens, home,
+            adapter_cache_mib, max_adapter_upload_mib, api_keys);
         config.validate()?;
         Ok(config)
     }
@@ -149,6 +171,27 @@ impl NodeConfig {
         }
         if self.home.as_ref().is_some_and(|h| h.as_os_str().is_empty()) {
             return Err(Error::config("home", "must not be empty"));
+        }
+        if !(1..=1 << 20).contains(&self.adapter_cache_mib) {
+            return Err(Error::config(
+                "adapter_cache_mib",
+                "must be between 1 MiB and 1 TiB",
+            ));
+        }
+        if !(1..=16 << 10).contains(&self.max_adapter_upload_mib) {
+            return Err(Error::config(
+                "max_adapter_upload_mib",
+                "must be between 1 MiB and 16 GiB",
+            ));
+        }
+        if let Some(bad) = self.api_keys.iter().find(|k| !crate::keys::is_valid_key(k)) {
+            let shown: String = bad.chars().take(4).collect();
+            return Err(Error::config(
+                "api_keys",
+                format!(
+                    "key starting `{shown}` must be 16–256 printable ASCII characters without spaces"
+                ),
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod keys;
 pub mod models;
 
 use std::future::Future;
@@ -70,8 +71,12 @@ impl Node {
             max_body_bytes: config.max_body_bytes,
             default_max_tokens: config.default_max_tokens,
             adapter_dir: Some(home.join("adapters")),
+            adapter_cache_bytes: config.adapter_cache_mib << 20,
+            max_adapter_upload_bytes: config.max_adapter_upload_mib << 20,
+            api_keys: keys::node_keys(&home, &config.api_keys)?,
         };
         let state = AppState::new(model, threads, serve_config)
+            .await
             .map_err(|e| Error::io("cannot start the engine thread for", &path, e))?;
         let serve_error = |source| Error::Serve {
             addr: config.listen.to_string(),

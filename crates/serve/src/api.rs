@@ -185,6 +185,55 @@ pub struct CommonOptions {
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     /// End-user id; accepted and ignored.
     pub user: Option<String>,
+    /// Keep generating past end-of-sequence tokens until `max_tokens` (as
+    /// vLLM's extension; for benchmarks and fixed-length tests).
+    pub ignore_eos: Option<bool>,
+    /// A weighted composition of registered adapters applied on the base
+    /// model (a Credence extension; `model` must then name the base).
+    pub adapters: Option<Vec<AdapterWeight>>,
+}
+
+/// One member of a weighted adapter composition.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterWeight {
+    /// Adapter id or alias.
+    pub id: String,
+    /// Factor on the adapter's update (1 applies it as trained).
+    pub weight: f32,
+}
+
+/// Most adapters one request may compose.
+pub const MAX_COMPOSITION: usize = 8;
+
+/// Largest accepted |weight| in a composition.
+pub const MAX_ADAPTER_WEIGHT: f32 = 16.0;
+
+impl AdapterWeight {
+    /// Checks a composition's size, weights and duplicates.
+    pub fn check_composition(list: &[AdapterWeight]) -> Result<()> {
+        if list.is_empty() || list.len() > MAX_COMPOSITION {
+            return Err(ApiError::invalid(
+                "adapters",
+                format!("give 1 to {MAX_COMPOSITION} adapters"),
+            ));
+        }
+        for (i, a) in list.iter().enumerate() {
+            if !a.weight.is_finite() || a.weight.abs() > MAX_ADAPTER_WEIGHT {
+                return Err(ApiError::invalid(
+                    format!("adapters[{i}].weight"),
+                    format!("must be a finite number within ±{MAX_ADAPTER_WEIGHT}"),
+                ));
+            }
+            if list[..i].iter().any(|b| b.id == a.id) {
+                return Err(ApiError::invalid(
+                    format!("adapters[{i}].id"),
+                    format!("`{}` appears twice; give each adapter once", a.id),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A request body made of endpoint-specific fields plus [`CommonOptions`].
@@ -329,6 +378,7 @@ impl CommonOptions {
             sampling,
             max_tokens,
             stop,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         };
         params
             .validate()

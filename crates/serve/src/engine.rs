@@ -203,7 +203,7 @@ impl Worker {
         true
     }
 
-    fn start<'m>(&'m self, job: Job, active: &mut Vec<Active<'m>>) {
+    fn start<'m>(&'m self, mut job: Job, active: &mut Vec<Active<'m>>) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         if job.events.is_closed() {
             tracing::debug!("client left before its generation started; skipping");
@@ -211,7 +211,9 @@ impl Worker {
         }
         match Generation::new(&self.model, &job.prompt, &job.params) {
             Ok(generation) => active.push(Active {
-                generation: generation.with_adapters(job.adapters.clone()),
+                // The generation holds the only engine-side reference, so an
+                // adapter counts as in use exactly while a sequence runs.
+                generation: generation.with_adapters(std::mem::take(&mut job.adapters)),
                 job,
                 started: Instant::now(),
                 failed: false,
@@ -246,16 +248,17 @@ impl Worker {
                 });
             }
         }
-        active.retain(|a| {
+        let mut i = 0;
+        while i < active.len() {
+            let a = &active[i];
             if a.failed {
-                return false;
+                active.remove(i);
+            } else if a.generation.finished().is_some() {
+                finish(active.remove(i));
+            } else {
+                i += 1;
             }
-            if a.generation.finished().is_none() {
-                return true;
-            }
-            finish(a);
-            false
-        });
+        }
     }
 
     fn forward_and_sample(&self, active: &mut [Active<'_>]) -> credence_model::Result<()> {
@@ -293,19 +296,28 @@ fn deliver(a: &mut Active<'_>, piece: String) {
     }
 }
 
-fn finish(a: &Active<'_>) {
+/// Reports a finished job. The sequence (its KV cache and adapter
+/// references) is dropped first, so whoever sees `Done` sees it released.
+fn finish(a: Active<'_>) {
     let output = a.generation.output();
-    let secs = a.started.elapsed().as_secs_f64();
+    let Active {
+        job,
+        started,
+        generation,
+        ..
+    } = a;
+    drop(generation);
+    let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         prompt_tokens = output.prompt_tokens,
         completion_tokens = output.completion_tokens,
         seconds = format_args!("{secs:.3}"),
         tokens_per_second = format_args!("{:.1}", output.completion_tokens as f64 / secs.max(1e-9)),
-        cancelled = a.job.events.is_closed(),
+        cancelled = job.events.is_closed(),
         "generation finished"
     );
     // The client may be gone; nobody is left to tell then.
-    let _ = a.job.events.send(Event::Done(output));
+    let _ = job.events.send(Event::Done(output));
 }
 
 fn fail_all(active: &mut [Active<'_>], error: impl Fn(&Active<'_>) -> ApiError) {

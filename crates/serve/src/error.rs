@@ -44,6 +44,14 @@ pub enum ApiError {
     /// The `model` field names a model this node does not serve.
     #[error("the model `{0}` does not exist on this node; GET /v1/models lists the served models")]
     ModelNotFound(String),
+    /// A field names an adapter this node does not have.
+    #[error("no adapter named `{name}` is registered; GET /v1/adapters lists them")]
+    AdapterNotFound {
+        /// The field naming it (e.g. `adapters[1].id`).
+        param: String,
+        /// The name given.
+        name: String,
+    },
     /// No route matches the path.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -62,6 +70,20 @@ pub enum ApiError {
     /// An adapter is malformed or does not fit the served model.
     #[error("invalid adapter: {0}")]
     InvalidAdapter(String),
+    /// The adapter RAM cache is full of pinned adapters or adapters in use.
+    #[error(
+        "the adapter cache is full ({budget} bytes, all in use or pinned) and cannot take \
+         {needed} more bytes; retry later"
+    )]
+    AdapterCacheFull {
+        /// Bytes the adapter needs.
+        needed: usize,
+        /// The cache's budget.
+        budget: usize,
+    },
+    /// A write endpoint was called without a valid API key.
+    #[error("this endpoint needs a valid API key in `Authorization: Bearer <key>`")]
+    Unauthorized,
     /// The engine thread is gone (shutting down, or a fatal bug).
     #[error("the generation engine is not running")]
     EngineUnavailable,
@@ -83,10 +105,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::ContextOverflow { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::RouteNotFound(_) | Self::AdapterNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidAdapter(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::AdapterCacheFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::EngineUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,9 +126,12 @@ impl ApiError {
             }
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
+            Self::AdapterNotFound { .. } => ("invalid_request_error", Some("adapter_not_found")),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
             Self::InvalidAdapter(_) => ("invalid_request_error", Some("invalid_adapter")),
             Self::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
+            Self::AdapterCacheFull { .. } => ("rate_limit_error", Some("adapter_cache_full")),
+            Self::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             Self::EngineUnavailable => ("server_error", Some("engine_unavailable")),
             Self::Internal(_) => ("server_error", None),
         }
@@ -115,6 +143,7 @@ impl ApiError {
             Self::InvalidRequest { param, .. } => param.as_deref(),
             Self::ContextOverflow { param, .. } => Some(param),
             Self::ModelNotFound(_) => Some("model"),
+            Self::AdapterNotFound { param, .. } => Some(param),
             _ => None,
         }
     }
@@ -243,6 +272,15 @@ mod tests {
                 Some("model_not_found"),
             ),
             (
+                ApiError::AdapterNotFound {
+                    param: "adapters[0].id".into(),
+                    name: "x".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("adapter_not_found"),
+            ),
+            (
                 ApiError::RouteNotFound("/x".into()),
                 404,
                 "invalid_request_error",
@@ -265,6 +303,21 @@ mod tests {
                 429,
                 "rate_limit_error",
                 Some("queue_full"),
+            ),
+            (
+                ApiError::AdapterCacheFull {
+                    needed: 1,
+                    budget: 1,
+                },
+                429,
+                "rate_limit_error",
+                Some("adapter_cache_full"),
+            ),
+            (
+                ApiError::Unauthorized,
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
             ),
             (
                 ApiError::EngineUnavailable,

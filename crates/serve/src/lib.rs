@@ -23,9 +23,12 @@
 //! job.
 
 pub mod adapters;
+mod admin;
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod metrics;
+mod openapi;
 mod routes;
 
 use std::sync::Arc;
@@ -37,8 +40,10 @@ use credence_model::threadpool::ThreadPool;
 pub use error::{ApiError, Result};
 pub use routes::router;
 
-use crate::adapters::AdapterRegistry;
+use crate::adapters::{Acquired, AdapterRegistry};
+use crate::api::AdapterWeight;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use credence_model::llama::WeightedAdapter;
 
 /// Serving limits and identity.
@@ -56,6 +61,14 @@ pub struct ServeConfig {
     pub default_max_tokens: usize,
     /// Where registered adapters are stored (none: kept in memory only).
     pub adapter_dir: Option<std::path::PathBuf>,
+    /// RAM budget for decoded adapters, in bytes.
+    pub adapter_cache_bytes: usize,
+    /// Largest adapter upload (`POST /v1/adapters` body) in bytes.
+    pub max_adapter_upload_bytes: usize,
+    /// Keys accepted in `Authorization: Bearer …` by the write endpoints
+    /// (adapter management). Empty leaves them open: only for tests and
+    /// embedding; the node always configures at least one.
+    pub api_keys: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -67,6 +80,9 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             default_max_tokens: 512,
             adapter_dir: None,
+            adapter_cache_bytes: 1 << 30,
+            max_adapter_upload_bytes: 256 << 20,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -82,16 +98,22 @@ struct Shared {
     model: Arc<Model>,
     engine: Engine,
     adapters: AdapterRegistry,
+    metrics: Metrics,
     config: ServeConfig,
     created: u64,
 }
 
 impl AppState {
     /// Starts the engine thread for `model` with a pool of `threads` compute
-    /// threads, and loads the adapters stored in `config.adapter_dir`.
-    pub fn new(model: Model, threads: usize, config: ServeConfig) -> std::io::Result<Self> {
-        let adapters = AdapterRegistry::open(model.config().clone(), config.adapter_dir.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    /// threads, and opens the adapter catalogue stored in `config.adapter_dir`.
+    pub async fn new(model: Model, threads: usize, config: ServeConfig) -> std::io::Result<Self> {
+        let adapters = AdapterRegistry::open(
+            model.config().clone(),
+            config.adapter_dir.clone(),
+            config.adapter_cache_bytes,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         let model = Arc::new(model);
         let engine = Engine::start(
             Arc::clone(&model),
@@ -103,6 +125,7 @@ impl AppState {
                 model,
                 engine,
                 adapters,
+                metrics: Metrics::default(),
                 config,
                 created: unix_now(),
             }),
@@ -124,6 +147,11 @@ impl AppState {
         &self.inner.adapters
     }
 
+    /// Request counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     /// The serving configuration.
     pub fn config(&self) -> &ServeConfig {
         &self.inner.config
@@ -137,27 +165,74 @@ impl AppState {
         self.inner.created
     }
 
-    /// Maps the request's `model` field to the id reported back and the
-    /// adapters to apply: the base model, or a registered adapter on it.
-    fn resolve_model(&self, requested: Option<&str>) -> Result<(String, Vec<WeightedAdapter>)> {
+    /// Whether `name` is the base model's id or one of its aliases.
+    fn is_base(&self, name: &str) -> bool {
         let config = self.config();
-        match requested {
-            None | Some("") => Ok((config.model_id.clone(), Vec::new())),
-            Some(name)
-                if name == config.model_id || config.model_aliases.iter().any(|a| a == name) =>
-            {
-                Ok((config.model_id.clone(), Vec::new()))
+        name.is_empty() || name == config.model_id || config.model_aliases.iter().any(|a| a == name)
+    }
+
+    /// Maps the request's `model` field and optional composition to the id
+    /// reported back and the adapters to apply, loading cold adapters.
+    async fn resolve_model(
+        &self,
+        requested: Option<&str>,
+        composition: Option<&[AdapterWeight]>,
+    ) -> Result<(String, Vec<WeightedAdapter>)> {
+        let base = self.config().model_id.clone();
+        match (requested, composition) {
+            (None, None) => Ok((base, Vec::new())),
+            (Some(name), None) if self.is_base(name) => Ok((base, Vec::new())),
+            (Some(name), None) => {
+                let adapter = self.acquire(name, "model").await?;
+                Ok((name.to_owned(), vec![adapter.weighted(1.0)]))
             }
-            Some(name) => match self.adapters().resolve(name) {
-                Some((_, adapter)) => Ok((
-                    name.to_owned(),
-                    vec![WeightedAdapter {
-                        adapter,
-                        weight: 1.0,
-                    }],
-                )),
-                None => Err(ApiError::ModelNotFound(name.to_owned())),
-            },
+            (model, Some(list)) => {
+                if let Some(name) = model.filter(|m| !self.is_base(m)) {
+                    return Err(ApiError::invalid(
+                        "adapters",
+                        format!(
+                            "a composition applies to the base model; `model` is `{name}`, \
+                             name the base model `{base}` or omit it"
+                        ),
+                    ));
+                }
+                AdapterWeight::check_composition(list)?;
+                let mut adapters = Vec::with_capacity(list.len());
+                for (i, member) in list.iter().enumerate() {
+                    let param = format!("adapters[{i}].id");
+                    let adapter = self.acquire(&member.id, &param).await?;
+                    adapters.push(adapter.weighted(member.weight));
+                }
+                Ok((base, adapters))
+            }
+        }
+    }
+
+    /// A registered adapter, loaded; 404 naming `param` if unknown.
+    async fn acquire(&self, name: &str, param: &str) -> Result<Acquired> {
+        self.adapters()
+            .acquire(name)
+            .await?
+            .ok_or_else(|| match param {
+                "model" => ApiError::ModelNotFound(name.to_owned()),
+                _ => ApiError::AdapterNotFound {
+                    param: param.to_owned(),
+                    name: name.to_owned(),
+                },
+            })
+    }
+}
+
+/// Turns an acquired adapter into a weighted member of a request.
+trait Weighted {
+    fn weighted(self, weight: f32) -> WeightedAdapter;
+}
+
+impl Weighted for Acquired {
+    fn weighted(self, weight: f32) -> WeightedAdapter {
+        WeightedAdapter {
+            adapter: self.1,
+            weight,
         }
     }
 }

@@ -26,16 +26,16 @@ use crate::error::{ApiError, Result};
 use crate::{AppState, unix_now};
 use credence_model::llama::WeightedAdapter;
 
-/// Builds the HTTP API: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`.
+/// Builds the HTTP API: generation, models, adapters, metrics, health and the OpenAPI document.
 pub fn router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
     Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
-        .route("/v1/adapters", post(register_adapter).get(list_adapters))
-        .route("/v1/adapters/{name}", axum::routing::delete(delete_adapter))
         .route("/health", get(health))
+        .route("/openapi.json", get(crate::openapi::document))
+        .merge(crate::admin::adapter_routes(&state))
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(log_request))
@@ -111,66 +111,19 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-/// `POST /v1/adapters` body: a PEFT adapter directory on this node's disk
-/// (as vLLM's `load_lora_adapter` takes), and an optional alias.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterAdapter {
-    path: std::path::PathBuf,
-    alias: Option<String>,
-}
-
-async fn register_adapter(State(state): State<AppState>, body: Bytes) -> Result<Response> {
-    let req: RegisterAdapter =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
-            param: None,
-            message: format!("invalid JSON body: {e}"),
-        })?;
-    let registry_state = state.clone();
-    let (id, created) = tokio::task::spawn_blocking(move || {
-        registry_state
-            .adapters()
-            .register(&req.path, req.alias.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("adapter registration task failed: {e}")))??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(serde_json::json!({ "id": id, "created": created })),
-    )
-        .into_response())
-}
-
-async fn list_adapters(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({ "object": "list", "data": state.adapters().list() })).into_response()
-}
-
-async fn delete_adapter(
-    State(state): State<AppState>,
-    axum::extract::Path(name): axum::extract::Path<String>,
-) -> Result<StatusCode> {
-    if state.adapters().remove(&name)? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::ModelNotFound(name))
-    }
-}
-
 async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response> {
-    let (model, adapters) = state.resolve_model(req.model.as_deref())?;
     req.check_supported()?;
+    let (model, adapters) = state
+        .resolve_model(req.model.as_deref(), req.options.adapters.as_deref())
+        .await?;
     let input = req.prompt.into_single()?;
     let prompt = tokenize_prompt(&state, input).await?;
     let params = generation_params(&state, &req.options, prompt.len(), "prompt")?;
     let meta = Meta::new(
+        &state,
         "cmpl",
         model,
         Shape::Completion,
@@ -184,8 +137,10 @@ async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response> {
-    let (model, adapters) = state.resolve_model(req.model.as_deref())?;
     req.check_supported()?;
+    let (model, adapters) = state
+        .resolve_model(req.model.as_deref(), req.options.adapters.as_deref())
+        .await?;
     let messages = req.chat_messages()?;
     let engine_model = state.model_arc();
     let prompt = tokio::task::spawn_blocking(move || {
@@ -207,7 +162,13 @@ async fn chat_completions(
     .await
     .map_err(|e| ApiError::Internal(format!("prompt rendering task failed: {e}")))??;
     let params = generation_params(&state, &req.options, prompt.len(), "messages")?;
-    let meta = Meta::new("chatcmpl", model, Shape::Chat, req.options.include_usage());
+    let meta = Meta::new(
+        &state,
+        "chatcmpl",
+        model,
+        Shape::Chat,
+        req.options.include_usage(),
+    );
     let job = Job::new(prompt, params, "messages", req.options.stream());
     respond(&state, job, adapters, meta).await
 }
@@ -284,8 +245,16 @@ async fn respond(
     if stream {
         return Ok(sse_response(events, meta));
     }
-    let output = wait_for_output(events).await?;
-    Ok(meta.whole(output))
+    match wait_for_output(events).await {
+        Ok(output) => {
+            meta.record_done(&output);
+            Ok(meta.whole(output))
+        }
+        Err(e) => {
+            meta.record_failure();
+            Err(e)
+        }
+    }
 }
 
 async fn wait_for_output(mut events: UnboundedReceiver<Event>) -> Result<GenerationOutput> {
@@ -323,17 +292,46 @@ struct Meta {
     model: String,
     shape: Shape,
     include_usage: bool,
+    /// For the metrics.
+    state: AppState,
+    accepted: Instant,
+    first_text_seen: bool,
 }
 
 impl Meta {
-    fn new(prefix: &str, model: String, shape: Shape, include_usage: bool) -> Self {
+    fn new(
+        state: &AppState,
+        prefix: &str,
+        model: String,
+        shape: Shape,
+        include_usage: bool,
+    ) -> Self {
         Self {
             id: new_id(prefix),
             created: unix_now(),
             model,
             shape,
             include_usage,
+            state: state.clone(),
+            accepted: Instant::now(),
+            first_text_seen: false,
         }
+    }
+
+    fn record_first_text(&mut self) {
+        if !self.first_text_seen {
+            self.first_text_seen = true;
+            let ttft = self.accepted.elapsed();
+            self.state.metrics().time_to_first_token.observe(ttft);
+        }
+    }
+
+    fn record_done(&self, output: &GenerationOutput) {
+        self.state.metrics().record_done(&self.model, output);
+    }
+
+    fn record_failure(&self) {
+        self.state.metrics().record_failure(&self.model);
     }
 
     /// The non-streamed answer.
@@ -442,7 +440,7 @@ enum Phase {
 /// Turns the engine's events into SSE chunks ending in `data: [DONE]`.
 fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
     let state = (events, meta, Phase::Opening);
-    let chunks = stream::unfold(state, |(mut events, meta, phase)| async move {
+    let chunks = stream::unfold(state, |(mut events, mut meta, phase)| async move {
         let batch: Vec<serde_json::Result<SseEvent>> = match phase {
             Phase::Closed => return None,
             Phase::Opening if matches!(meta.shape, Shape::Chat) => {
@@ -451,10 +449,12 @@ fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
             }
             Phase::Opening | Phase::Streaming => match events.recv().await {
                 Some(Event::Text(text)) => {
+                    meta.record_first_text();
                     let chunk = meta.chunk(ChunkPart::Text(&text));
                     return Some((vec![chunk], (events, meta, Phase::Streaming)));
                 }
                 Some(Event::Done(output)) => {
+                    meta.record_done(&output);
                     let mut batch =
                         vec![meta.chunk(ChunkPart::Finish(finish_reason(&output.finish_reason)))];
                     if meta.include_usage {
@@ -464,7 +464,10 @@ fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
                     batch.push(Ok(SseEvent::default().data("[DONE]")));
                     batch
                 }
-                Some(Event::Failed(error)) => vec![error_event(&error)],
+                Some(Event::Failed(error)) => {
+                    meta.record_failure();
+                    vec![error_event(&error)]
+                }
                 None => vec![error_event(&ApiError::Internal(
                     "the engine dropped the request without an answer".into(),
                 ))],

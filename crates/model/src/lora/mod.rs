@@ -307,13 +307,28 @@ impl LoraAdapter {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The two PEFT files' contents: `(adapter_config.json, adapter_model.safetensors)`,
+    /// tensors stored as F32 so the content id survives a round trip.
+    pub fn to_peft_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let weights = tensors::write_f32(&self.named_tensors())?;
+        let json = serde_json::to_vec_pretty(&self.config)
+            .map_err(|e| bad(format!("serialising adapter_config.json: {e}")))?;
+        Ok((json, weights))
+    }
+
+    /// Bytes of factor values held in memory (what a cache budget counts).
+    pub fn resident_bytes(&self) -> usize {
+        self.pairs
+            .values()
+            .map(|p| (p.a.len() + p.b.len()) * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Writes the adapter to `dir` in PEFT layout (F32 tensors), each file
     /// atomically; creates `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let weights = tensors::write_f32(&self.named_tensors())?;
-        let json = serde_json::to_vec_pretty(&self.config)
-            .map_err(|e| bad(format!("serialising adapter_config.json: {e}")))?;
+        let (json, weights) = self.to_peft_bytes()?;
         write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
         write_atomic(&dir.join(CONFIG_FILE), &json)
     }

@@ -58,6 +58,7 @@ fn greedy_answer_mentions_paris() {
         sampling: SamplingParams::greedy(),
         max_tokens: 40,
         stop: vec![],
+        ignore_eos: false,
     };
     let mut streamed = String::new();
     let out = generate(m, &pool, &ids, &params, &mut |t| {

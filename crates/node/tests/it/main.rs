@@ -34,6 +34,7 @@ fn greedy(max_tokens: usize) -> GenerateParams {
         },
         max_tokens,
         stop: Vec::new(),
+        ignore_eos: false,
     }
 }
 

@@ -31,10 +31,20 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-/// A fresh serving state with its own engine thread.
+/// A fresh serving state with its own engine thread. Built on a thread of
+/// its own so that sync contexts (the shared `LazyLock`) can call it too.
 pub fn new_state(config: ServeConfig) -> AppState {
-    let model = Model::load(&model_path()).expect("the test model loads");
-    AppState::new(model, 2, config).expect("engine thread starts")
+    std::thread::spawn(move || {
+        let model = Model::load(&model_path()).expect("the test model loads");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(AppState::new(model, 2, config))
+            .expect("engine thread starts")
+    })
+    .join()
+    .expect("state construction does not panic")
 }
 
 /// The serving configuration most tests use.
@@ -49,19 +59,38 @@ pub fn test_config() -> ServeConfig {
 /// One state shared by the tests that do not depend on queue behaviour.
 pub static SHARED: LazyLock<AppState> = LazyLock::new(|| new_state(test_config()));
 
-/// Sends one request through the router in-process; returns status and body bytes.
+/// Sends one JSON request through the router in-process; returns status and body bytes.
 pub async fn send(
     state: &AppState,
     method: &str,
     path: &str,
     body: Vec<u8>,
 ) -> (axum::http::StatusCode, Vec<u8>) {
+    send_with(
+        state,
+        method,
+        path,
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+/// Sends one request with the given headers through the router in-process.
+pub async fn send_with(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (axum::http::StatusCode, Vec<u8>) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let request = axum::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(axum::http::header::CONTENT_TYPE, "application/json")
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(axum::body::Body::from(body))
         .expect("valid request");
     let response = credence_serve::router(state.clone())

@@ -1,0 +1,128 @@
+//! The durable tier: adapter files and the catalogue in an object store.
+//!
+//! Layout under the store's root:
+//!
+//! ```text
+//! <id>/adapter_config.json
+//! <id>/adapter_model.safetensors
+//! catalog.json
+//! ```
+//!
+//! Every object is written whole and atomically by `object_store` (a local
+//! directory writes a temporary file and renames it), and an adapter's files
+//! are written before the catalogue names it, so a crash leaves at worst an
+//! unreferenced directory, never a catalogue entry without its files.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use credence_model::lora::{CONFIG_FILE, WEIGHTS_FILE};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{ApiError, Result};
+
+const CATALOG: &str = "catalog.json";
+
+/// Adapter files and the catalogue, in any `object_store` backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// The two files of one adapter, as stored.
+pub(crate) struct AdapterFiles {
+    pub(crate) config: Bytes,
+    pub(crate) weights: Bytes,
+}
+
+impl Blobs {
+    /// Blobs under a local directory (created if missing), or in memory.
+    pub(crate) fn open(dir: Option<&std::path::Path>) -> Result<Self> {
+        let store: Arc<dyn ObjectStore> = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ApiError::Internal(format!("creating adapter store {}: {e}", dir.display()))
+                })?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map_err(|e| store_error("opening the adapter store", e))?,
+                )
+            }
+            None => Arc::new(object_store::memory::InMemory::new()),
+        };
+        Ok(Self { store })
+    }
+
+    /// Stores an adapter's files under its id: weights first, then the config.
+    pub(crate) async fn put_adapter(&self, id: &str, files: AdapterFiles) -> Result<()> {
+        for (name, bytes) in [(WEIGHTS_FILE, files.weights), (CONFIG_FILE, files.config)] {
+            self.store
+                .put(&file_path(id, name), PutPayload::from_bytes(bytes))
+                .await
+                .map_err(|e| store_error("storing an adapter", e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads an adapter's files.
+    pub(crate) async fn get_adapter(&self, id: &str) -> Result<AdapterFiles> {
+        let read = |name| async move {
+            let path = file_path(id, name);
+            let result = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| store_error("reading an adapter", e))?;
+            result
+                .bytes()
+                .await
+                .map_err(|e| store_error("reading an adapter", e))
+        };
+        Ok(AdapterFiles {
+            config: read(CONFIG_FILE).await?,
+            weights: read(WEIGHTS_FILE).await?,
+        })
+    }
+
+    /// Deletes an adapter's files (missing files are not an error).
+    pub(crate) async fn delete_adapter(&self, id: &str) -> Result<()> {
+        for name in [CONFIG_FILE, WEIGHTS_FILE] {
+            match self.store.delete(&file_path(id, name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error("deleting an adapter", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored catalogue, if one was ever written.
+    pub(crate) async fn get_catalog(&self) -> Result<Option<Bytes>> {
+        match self.store.get(&StorePath::from(CATALOG)).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| store_error("reading the adapter catalogue", e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error("reading the adapter catalogue", e)),
+        }
+    }
+
+    /// Replaces the catalogue atomically.
+    pub(crate) async fn put_catalog(&self, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&StorePath::from(CATALOG), PutPayload::from(json))
+            .await
+            .map(drop)
+            .map_err(|e| store_error("writing the adapter catalogue", e))
+    }
+}
+
+fn file_path(id: &str, name: &str) -> StorePath {
+    StorePath::from(format!("{id}/{name}"))
+}
+
+fn store_error(what: &str, e: object_store::Error) -> ApiError {
+    ApiError::Internal(format!("{what}: {e}"))
+}

@@ -1,0 +1,349 @@
+//! The adapters this node serves, in three tiers:
+//!
+//! ```text
+//! durable store (object_store: local dir by default)   every registered adapter
+//!        │ load just in time, one load per cold adapter however many wait
+//!        ▼
+//! RAM cache (byte budget, LRU, pins)                    decoded factors
+//!        │ Arc clone per request
+//!        ▼
+//! running sequences                                     batched by the engine
+//! ```
+//!
+//! An adapter is addressed by its content id (SHA-256 of its canonical
+//! content, so uploading the same adapter twice is one adapter) or by an
+//! alias. Catalogue changes are written to the store first and only then
+//! published in memory, under one writer lock, so what a client sees is always
+//! durable; repointing an alias is one map swap, and requests already running
+//! keep the `Arc` of the version they started with until they finish.
+
+mod blobs;
+mod cache;
+mod catalog;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use credence_model::config::LlamaConfig;
+use credence_model::lora::{CONFIG_FILE, LoraAdapter, MAX_ADAPTER_BYTES, WEIGHTS_FILE};
+use serde::Serialize;
+
+pub use cache::{CacheStats, Residency};
+
+use crate::error::{ApiError, Result};
+use blobs::{AdapterFiles, Blobs};
+use cache::AdapterCache;
+use catalog::{Catalog, Entry};
+
+/// What the adapter endpoints show for one adapter.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AdapterInfo {
+    /// Content id (SHA-256).
+    pub id: String,
+    /// Always `"adapter"`.
+    pub object: &'static str,
+    /// Aliases pointing at it.
+    pub aliases: Vec<String>,
+    /// Adapted projections.
+    pub modules: usize,
+    /// Smallest rank among them.
+    pub min_rank: usize,
+    /// Largest rank among them.
+    pub max_rank: usize,
+    /// Bytes its factors take in memory.
+    pub bytes: usize,
+    /// Unix seconds when it was registered.
+    pub created: u64,
+    /// Decoded in the RAM cache now.
+    pub resident: bool,
+    /// Exempt from eviction.
+    pub pinned: bool,
+    /// Requests holding it now.
+    pub in_use: usize,
+}
+
+/// An adapter ready for a request: its id and decoded factors.
+pub type Acquired = (String, Arc<LoraAdapter>);
+
+/// The registered adapters and their storage tiers.
+#[derive(Debug)]
+pub struct AdapterRegistry {
+    base: LlamaConfig,
+    blobs: Blobs,
+    cache: AdapterCache,
+    catalog: RwLock<Catalog>,
+    /// Serialises catalogue writes so the stored order is the published order.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl AdapterRegistry {
+    /// Opens the registry for adapters of `base`, stored under `dir` (in
+    /// memory when `None`), with a RAM cache of `cache_bytes`.
+    pub async fn open(base: LlamaConfig, dir: Option<PathBuf>, cache_bytes: usize) -> Result<Self> {
+        let blobs = Blobs::open(dir.as_deref())?;
+        let catalog = match blobs.get_catalog().await? {
+            Some(json) => Catalog::parse(&json)?,
+            None => Catalog::default(),
+        };
+        tracing::info!(
+            adapters = catalog.adapters.len(),
+            cache_bytes,
+            "adapter registry opened"
+        );
+        Ok(Self {
+            base,
+            blobs,
+            cache: AdapterCache::new(cache_bytes),
+            catalog: RwLock::new(catalog),
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Validates and registers a PEFT adapter given as its two files; `alias`,
+    /// if given, then names it. Returns its id and whether it was new.
+    pub async fn register(
+        &self,
+        config_json: Bytes,
+        safetensors: Bytes,
+        alias: Option<&str>,
+    ) -> Result<(String, bool)> {
+        if let Some(alias) = alias {
+            catalog::check_alias(alias)?;
+        }
+        let base = self.base.clone();
+        let (adapter, id, files) = tokio::task::spawn_blocking(move || {
+            let adapter = LoraAdapter::from_bytes(&config_json, &safetensors, &base)
+                .map_err(|e| ApiError::InvalidAdapter(e.to_string()))?;
+            let id = adapter.id();
+            let (config, weights) = adapter
+                .to_peft_bytes()
+                .map_err(|e| ApiError::Internal(format!("re-encoding adapter {id}: {e}")))?;
+            let files = AdapterFiles {
+                config: config.into(),
+                weights: weights.into(),
+            };
+            Ok::<_, ApiError>((adapter, id, files))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("adapter validation task failed: {e}")))??;
+        if adapter.resident_bytes() > self.cache.budget() {
+            return Err(ApiError::InvalidAdapter(format!(
+                "the adapter needs {} bytes in memory, more than the whole adapter cache ({} bytes)",
+                adapter.resident_bytes(),
+                self.cache.budget()
+            )));
+        }
+        let _writing = self.writer.lock().await;
+        let mut next = self.snapshot();
+        let created = !next.adapters.contains_key(&id);
+        if created {
+            self.blobs.put_adapter(&id, files).await?;
+            next.adapters
+                .insert(id.clone(), Entry::describe(&adapter, crate::unix_now()));
+        }
+        if let Some(alias) = alias {
+            next.aliases.insert(alias.to_owned(), id.clone());
+        }
+        if created || alias.is_some() {
+            self.publish(next).await?;
+        }
+        Ok((id, created))
+    }
+
+    /// Registers the PEFT directory `dir` on this node's disk.
+    pub async fn register_dir(&self, dir: &Path, alias: Option<&str>) -> Result<(String, bool)> {
+        let dir = dir.to_owned();
+        let (config, weights) = tokio::task::spawn_blocking(move || read_peft_dir(&dir))
+            .await
+            .map_err(|e| ApiError::Internal(format!("adapter read task failed: {e}")))??;
+        self.register(config, weights, alias).await
+    }
+
+    /// The id `name` (an id or alias) refers to, if registered.
+    pub fn resolve_id(&self, name: &str) -> Option<String> {
+        self.read().resolve(name).map(str::to_owned)
+    }
+
+    /// The decoded adapter `name` refers to, loading it if it is not resident;
+    /// `None` if no adapter has that name.
+    pub async fn acquire(&self, name: &str) -> Result<Option<Acquired>> {
+        let Some(id) = self.resolve_id(name) else {
+            return Ok(None);
+        };
+        let adapter = self
+            .cache
+            .get_or_load(&id, || self.load_from_store(&id))
+            .await?;
+        Ok(Some((id, adapter)))
+    }
+
+    async fn load_from_store(&self, id: &str) -> Result<LoraAdapter> {
+        let files = self.blobs.get_adapter(id).await?;
+        let base = self.base.clone();
+        let id = id.to_owned();
+        // The store holds what this node validated and wrote, so the content
+        // id is not re-hashed here (that would cost more than the load);
+        // shapes and values are still checked by `from_bytes`.
+        tokio::task::spawn_blocking(move || {
+            LoraAdapter::from_bytes(&files.config, &files.weights, &base)
+                .map_err(|e| ApiError::Internal(format!("stored adapter {id} is unreadable: {e}")))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("adapter load task failed: {e}")))?
+    }
+
+    /// Loads `name` into the RAM cache (a prefetch) and optionally pins it.
+    pub async fn load(&self, name: &str, pin: bool) -> Result<AdapterInfo> {
+        let (id, adapter) = self
+            .acquire(name)
+            .await?
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
+        if pin {
+            self.cache.set_pinned(&id, true);
+        }
+        drop(adapter);
+        self.require_info(&id)
+    }
+
+    /// Drops `name` from the RAM cache (pinned or not); running requests
+    /// keep their reference. Errors if no adapter has that name.
+    pub fn unload(&self, name: &str) -> Result<AdapterInfo> {
+        let id = self.require_id(name)?;
+        self.cache.unload(&id);
+        self.require_info(&id)
+    }
+
+    /// Makes `name` evictable again.
+    pub fn unpin(&self, name: &str) -> Result<AdapterInfo> {
+        let id = self.require_id(name)?;
+        self.cache.set_pinned(&id, false);
+        self.require_info(&id)
+    }
+
+    fn require_id(&self, name: &str) -> Result<String> {
+        self.resolve_id(name)
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))
+    }
+
+    fn require_info(&self, name: &str) -> Result<AdapterInfo> {
+        self.info(name)
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))
+    }
+
+    /// One adapter's description, by id or alias.
+    pub fn info(&self, name: &str) -> Option<AdapterInfo> {
+        let catalog = self.read();
+        let id = catalog.resolve(name)?;
+        let entry = catalog.adapters.get(id)?;
+        Some(self.describe(&catalog, id, entry))
+    }
+
+    /// Every registered adapter, by id.
+    pub fn list(&self) -> Vec<AdapterInfo> {
+        let catalog = self.read();
+        catalog
+            .adapters
+            .iter()
+            .map(|(id, entry)| self.describe(&catalog, id, entry))
+            .collect()
+    }
+
+    /// Number of registered adapters.
+    pub fn len(&self) -> usize {
+        self.read().adapters.len()
+    }
+
+    /// True when no adapter is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn describe(&self, catalog: &Catalog, id: &str, entry: &Entry) -> AdapterInfo {
+        let Residency {
+            resident,
+            pinned,
+            in_use,
+        } = self.cache.residency(id);
+        AdapterInfo {
+            id: id.to_owned(),
+            object: "adapter",
+            aliases: catalog.aliases_of(id),
+            modules: entry.modules,
+            min_rank: entry.min_rank,
+            max_rank: entry.max_rank,
+            bytes: entry.resident_bytes,
+            created: entry.created,
+            resident,
+            pinned,
+            in_use,
+        }
+    }
+
+    /// Unregisters an adapter (by id or alias) with its aliases and files;
+    /// running requests keep their copy. False if nothing had that name.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let _writing = self.writer.lock().await;
+        let mut next = self.snapshot();
+        let Some(id) = next.resolve(name).map(str::to_owned) else {
+            return Ok(false);
+        };
+        next.remove(&id);
+        self.publish(next).await?;
+        self.cache.unload(&id);
+        // The catalogue no longer names the files; a failure here leaves
+        // only unreferenced bytes behind.
+        if let Err(e) = self.blobs.delete_adapter(&id).await {
+            tracing::warn!(adapter = %id, error = %e, "adapter files not deleted");
+        }
+        Ok(true)
+    }
+
+    /// The RAM cache's counters.
+    pub fn cache_stats(&self) -> &CacheStats {
+        self.cache.stats()
+    }
+
+    /// Bytes of decoded adapters in RAM, adapters resident, and the budget.
+    pub fn cache_usage(&self) -> (usize, usize, usize) {
+        (
+            self.cache.resident_bytes(),
+            self.cache.resident_count(),
+            self.cache.budget(),
+        )
+    }
+
+    fn snapshot(&self) -> Catalog {
+        self.read().clone()
+    }
+
+    /// Stores `next`, then makes it the catalogue clients see.
+    async fn publish(&self, next: Catalog) -> Result<()> {
+        self.blobs.put_catalog(next.to_json()?).await?;
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads a PEFT directory's two files, refusing oversized ones before reading.
+fn read_peft_dir(dir: &Path) -> Result<(Bytes, Bytes)> {
+    let read = |name: &str| -> Result<Bytes> {
+        let path = dir.join(name);
+        let invalid = |e: std::io::Error| {
+            ApiError::InvalidAdapter(format!("cannot read {}: {e}", path.display()))
+        };
+        let size = std::fs::metadata(&path).map_err(invalid)?.len();
+        if size > MAX_ADAPTER_BYTES {
+            return Err(ApiError::InvalidAdapter(format!(
+                "{} is {size} bytes, limit is {MAX_ADAPTER_BYTES}",
+                path.display()
+            )));
+        }
+        std::fs::read(&path).map(Bytes::from).map_err(invalid)
+    };
+    Ok((read(CONFIG_FILE)?, read(WEIGHTS_FILE)?))
+}
