@@ -16,6 +16,17 @@ say() { printf '==> %s\n' "$*" >&2; }
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The committed contract artifacts must be what the pinned solc makes of the
+# sources (cargo builds never need a compiler; this check does).
+if command -v node >/dev/null; then
+  say "contract artifacts match sources"
+  (cd scripts/contracts && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  node scripts/contracts/build.mjs --check
+else
+  echo "node is missing: install Node.js 20+ (apt-get install nodejs npm) to check contract artifacts" >&2
+  exit 1
+fi
+
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -4,6 +4,10 @@
 //! work happens in `credence-node` (configuration, model cache, serving,
 //! benchmarks) and `credence-model` (generation).
 
+mod adapter;
+mod bench_serve;
+mod chat;
+
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -40,6 +44,10 @@ enum Command {
     /// Measure performance.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage the LoRA adapters of a running node.
+    Adapter(adapter::AdapterArgs),
+    /// Chat with a running node (or one of its adapters), streamed to stdout.
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +119,8 @@ enum ModelsCommand {
 enum BenchCommand {
     /// Prompt processing, single-stream and batched decode throughput.
     Generate(BenchArgs),
+    /// Multi-adapter serving under load, against base-only and merge-per-request.
+    Serve(bench_serve::ServeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +187,9 @@ fn run() -> Result<()> {
         Command::Generate(args) => run_generate(&args)?,
         Command::Models(ModelsCommand::Fetch { home }) => fetch_models(home)?,
         Command::Bench(BenchCommand::Generate(args)) => run_bench(&args)?,
+        Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args)?,
+        Command::Adapter(args) => adapter::run(&args)?,
+        Command::Chat(args) => chat::run(&args)?,
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod kv;
 pub mod llama;
 pub mod lora;
+pub mod merge;
 pub mod ops;
 pub mod quant;
 pub mod sampling;

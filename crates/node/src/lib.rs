@@ -13,6 +13,8 @@
 //! ```
 
 pub mod bench;
+pub mod bench_serve;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod generate;

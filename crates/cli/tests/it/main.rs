@@ -1,5 +1,7 @@
 //! End-to-end tests of the `credence` binary.
 
+mod remote;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! Integration tests of the node crate against the real default model.
 
+mod client;
+
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 

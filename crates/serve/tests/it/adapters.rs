@@ -73,7 +73,7 @@ async fn upload(
     adapter: &LoraAdapter,
     alias: Option<&str>,
 ) -> (StatusCode, Value) {
-    let (config, weights) = adapter.to_peft_bytes().unwrap();
+    let (config, weights) = adapter.to_peft_bytes().expect("serialisable");
     let mut parts: Vec<(&str, &[u8])> = vec![
         ("adapter_config.json", &config),
         ("adapter_model.safetensors", &weights),
@@ -363,11 +363,11 @@ async fn start_stream(state: &AppState, model: &str, max_tokens: usize) -> axum:
     let request = axum::http::Request::post("/v1/completions")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
+        .expect("valid request");
     let response = credence_serve::router(state.clone())
         .oneshot(request)
         .await
-        .unwrap();
+        .expect("infallible");
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     body.frame()
@@ -379,7 +379,7 @@ async fn start_stream(state: &AppState, model: &str, max_tokens: usize) -> axum:
 
 /// Reads a whole SSE body and concatenates the completion text deltas.
 async fn stream_text(body: axum::body::Body) -> String {
-    let bytes = body.collect().await.unwrap().to_bytes();
+    let bytes = body.collect().await.expect("readable").to_bytes();
     String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))

@@ -6,6 +6,7 @@
 mod adapters;
 mod api;
 mod openai_client;
+mod openapi;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;

@@ -1,0 +1,13 @@
+//! Integration tests: the real contracts on the real embedded chain (revm),
+//! through signed transactions, plus durability under SIGKILL and the
+//! JSON-RPC endpoint over a socket.
+#![allow(clippy::unwrap_used, unreachable_pub)] // test helpers panic on purpose; items are crate-local
+
+mod distributor;
+mod durability;
+mod escrow;
+mod genesis;
+mod governance;
+mod registry;
+mod rpc;
+mod support;

@@ -1,0 +1,854 @@
+//! `credence bench serve`: multi-adapter serving under load, end to end.
+//!
+//! One in-process node (real engine, real adapter store on disk, real HTTP
+//! socket) serves `clients` concurrent streaming clients, each a thread with
+//! its own HTTP connection, until `requests` completions of `gen_tokens`
+//! tokens each (`ignore_eos`) have finished. Scenarios run one after the
+//! other in the same process, so their ratios are comparable:
+//!
+//! * `base`: the base model only;
+//! * `1 adapter`: every request names the same rank-16 all-linear adapter;
+//! * `N adapters, uniform|zipf`: each request names one of N synthetic
+//!   adapters (ranks 8/16/32 on q,v / q,k,v,o / all seven projections),
+//!   chosen uniformly or by a Zipf law with exponent `zipf_s`;
+//! * `merge per request`: the baseline without batched multi-adapter
+//!   support: for each request the adapter is merged into the weights
+//!   (dequantise, add, requantise), then the request runs alone.
+//!
+//! Cold loads are timed separately: rank-16 all-linear adapters are dropped
+//! from the RAM cache and loaded again from the store (files in the page
+//! cache, as they are right after being written).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use credence_model::kv::KvCache;
+use credence_model::llama::{BatchSeq, Model, Transformer, WeightedAdapter};
+use credence_model::lora::random_adapter;
+use credence_model::merge::merge_adapters;
+use credence_model::sampling::argmax;
+use credence_model::threadpool::ThreadPool;
+use credence_model::weights::LayerTensor;
+use credence_serve::{AppState, ServeConfig};
+use serde::Serialize;
+
+use crate::bench::BENCH_TEXT;
+use crate::error::{Error, Result};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct ServeBenchConfig {
+    /// The model file or directory.
+    pub model: PathBuf,
+    /// Compute threads of the engine.
+    pub threads: usize,
+    /// Concurrent streaming clients.
+    pub clients: usize,
+    /// Completions per scenario.
+    pub requests: usize,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated per request.
+    pub gen_tokens: usize,
+    /// Adapter counts to serve (each run uniform and Zipf).
+    pub adapter_counts: Vec<usize>,
+    /// RAM budget for decoded adapters, MiB.
+    pub cache_mib: usize,
+    /// Zipf exponent.
+    pub zipf_s: f64,
+    /// Cold loads timed.
+    pub cold_loads: usize,
+    /// Requests in the merge-per-request baseline (0 to skip).
+    pub merge_requests: usize,
+    /// Where the adapter store lives (a fresh subdirectory is made).
+    pub work_dir: PathBuf,
+    /// Seed of the synthetic adapters and traffic.
+    pub seed: u64,
+}
+
+impl ServeBenchConfig {
+    /// Rejects settings that cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("clients", self.clients),
+            ("requests", self.requests),
+            ("prompt_tokens", self.prompt_tokens),
+            ("gen_tokens", self.gen_tokens),
+            ("cache_mib", self.cache_mib),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::config(field, "must be at least 1"));
+        }
+        if self.adapter_counts.iter().any(|&n| n == 0 || n > 100_000) {
+            return Err(Error::config("adapters", "counts must be in 1..=100000"));
+        }
+        if !(self.zipf_s > 0.0 && self.zipf_s < 10.0) {
+            return Err(Error::config("zipf_s", "must be in (0, 10)"));
+        }
+        Ok(())
+    }
+}
+
+/// One scenario's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario label.
+    pub name: String,
+    /// Distinct adapters requests may name (0 for base only).
+    pub adapters: usize,
+    /// Completions finished.
+    pub requests: usize,
+    /// Requests that failed.
+    pub errors: usize,
+    /// Generated tokens over wall time.
+    pub tokens_per_s: f64,
+    /// Throughput relative to `base`.
+    pub ratio_to_base: f64,
+    /// Time to first token, ms (p50, p99).
+    pub ttft_ms: (f64, f64),
+    /// Inter-token latency, ms (p50, p99).
+    pub itl_ms: (f64, f64),
+    /// Peak resident memory of the process during the scenario, MiB.
+    pub peak_rss_mib: f64,
+    /// Peak bytes of decoded adapters in the RAM cache, MiB.
+    pub peak_cache_mib: f64,
+    /// Adapter loads from the store during the scenario.
+    pub loads: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeBenchReport {
+    /// Engine threads.
+    pub threads: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Prompt and generated tokens per request.
+    pub prompt_tokens: usize,
+    /// Generated tokens per request.
+    pub gen_tokens: usize,
+    /// Adapter RAM budget, MiB.
+    pub cache_mib: usize,
+    /// Scenario results, in run order.
+    pub scenarios: Vec<ScenarioResult>,
+    /// Cold-load latency of a rank-16 all-linear adapter, ms (p50, p99).
+    pub cold_load_ms: (f64, f64),
+    /// Cold loads timed.
+    pub cold_loads: usize,
+    /// Size of that adapter in RAM, MiB.
+    pub cold_adapter_mib: f64,
+}
+
+impl ServeBenchReport {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+
+    /// The report as a markdown table.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| scenario | adapters | tok/s | × base | TTFT p50 / p99 ms | ITL p50 / p99 ms | peak RSS MiB | adapter cache MiB | loads | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for s in &self.scenarios {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.0} | {:.0} | {} | {} |\n",
+                s.name,
+                s.adapters,
+                s.tokens_per_s,
+                s.ratio_to_base,
+                s.ttft_ms.0,
+                s.ttft_ms.1,
+                s.itl_ms.0,
+                s.itl_ms.1,
+                s.peak_rss_mib,
+                s.peak_cache_mib,
+                s.loads,
+                s.errors
+            ));
+        }
+        out.push_str(&format!(
+            "\nCold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
+            self.cold_adapter_mib, self.cold_loads, self.cold_load_ms.0, self.cold_load_ms.1
+        ));
+        out
+    }
+}
+
+/// Target modules of the synthetic adapters, cycled.
+const TARGET_SETS: [&[LayerTensor]; 3] = [
+    &[LayerTensor::Q, LayerTensor::V],
+    &[
+        LayerTensor::Q,
+        LayerTensor::K,
+        LayerTensor::V,
+        LayerTensor::O,
+    ],
+    &[
+        LayerTensor::Q,
+        LayerTensor::K,
+        LayerTensor::V,
+        LayerTensor::O,
+        LayerTensor::Gate,
+        LayerTensor::Up,
+        LayerTensor::Down,
+    ],
+];
+
+/// Ranks of the synthetic adapters, cycled.
+const RANKS: [usize; 3] = [8, 16, 32];
+
+/// Rank and targets of synthetic adapter `i`: all nine combinations recur
+/// every nine adapters.
+fn adapter_spec(i: usize) -> (usize, &'static [LayerTensor]) {
+    (RANKS[i % 3], TARGET_SETS[(i / 3) % 3])
+}
+
+/// Whether adapter `i` is rank 16 on all seven projections.
+fn is_rank16_all_linear(i: usize) -> bool {
+    i % 9 == 7
+}
+
+/// Progress callback: (stage, done, total).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+/// Runs every scenario; `progress` reports set-up and scenario progress.
+pub fn run_serve_bench(
+    config: &ServeBenchConfig,
+    progress: Progress<'_>,
+) -> Result<ServeBenchReport> {
+    config.validate()?;
+    let model = Model::load(&config.model)?;
+    let prompt_source = model.tokenizer().encode(&BENCH_TEXT.repeat(8), false)?;
+    let store_dir = config
+        .work_dir
+        .join(format!("bench-serve-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(store_dir.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start a runtime for", &config.model, e))?;
+    let serve_config = ServeConfig {
+        model_id: "base".into(),
+        queue_capacity: 2 * config.requests.max(config.clients),
+        adapter_dir: Some(store_dir.clone()),
+        adapter_cache_bytes: config.cache_mib << 20,
+        ..ServeConfig::default()
+    };
+    let base_weights = model.transformer().weights().clone();
+    let base_config = model.config().clone();
+    let threads = crate::config::effective_threads(config.threads);
+    let state = runtime
+        .block_on(AppState::new(model, threads, serve_config))
+        .map_err(|e| Error::io("cannot start the engine for", &config.model, e))?;
+    let total = config
+        .adapter_counts
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let ids = runtime.block_on(register_adapters(&state, total, config.seed, progress))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| Error::io("cannot bind", std::path::Path::new("127.0.0.1:0"), e))?;
+    let addr = listener.local_addr().map_err(|e| {
+        Error::io(
+            "cannot read the address of",
+            std::path::Path::new("socket"),
+            e,
+        )
+    })?;
+    let app = credence_serve::router(state.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{addr}/v1/completions");
+
+    let bench = Runner {
+        config,
+        url,
+        state: &state,
+        prompt_source: &prompt_source,
+        progress,
+    };
+    bench.warm_up()?;
+    let mut scenarios = Vec::new();
+    let base = bench.scenario("base", 0, &Traffic::Base)?;
+    let base_tps = base.tokens_per_s;
+    scenarios.push(base);
+    let one = ids
+        .iter()
+        .enumerate()
+        .find(|(i, _)| is_rank16_all_linear(*i))
+        .map(|(_, id)| id.clone())
+        .unwrap_or_default();
+    scenarios.push(bench.scenario("1 adapter", 1, &Traffic::One(one))?);
+    for &n in &config.adapter_counts {
+        let pool = &ids[..n.min(ids.len())];
+        scenarios.push(bench.scenario(
+            &format!("{n} adapters, uniform"),
+            n,
+            &Traffic::Uniform(pool),
+        )?);
+        let zipf = Zipf::new(pool.len(), config.zipf_s);
+        scenarios.push(bench.scenario(
+            &format!("{n} adapters, zipf s={}", config.zipf_s),
+            n,
+            &Traffic::Zipf(pool, zipf),
+        )?);
+    }
+    let (cold_load_ms, cold_adapter_mib) =
+        runtime.block_on(cold_loads(&state, &ids, config.cold_loads, progress))?;
+    if config.merge_requests > 0 {
+        let adapters: Vec<_> = runtime.block_on(async {
+            let mut out = Vec::new();
+            for id in ids.iter().take(
+                config
+                    .adapter_counts
+                    .first()
+                    .copied()
+                    .unwrap_or(64)
+                    .min(ids.len()),
+            ) {
+                if let Ok(Some((_, a))) = state.adapters().acquire(id).await {
+                    out.push(a);
+                }
+                if out.len() >= config.merge_requests {
+                    break;
+                }
+            }
+            out
+        });
+        let merged = merge_baseline(
+            config,
+            &base_config,
+            &base_weights,
+            &adapters,
+            &prompt_source,
+            threads,
+            progress,
+        )?;
+        scenarios.push(merged);
+    }
+    for s in &mut scenarios {
+        s.ratio_to_base = s.tokens_per_s / base_tps.max(1e-9);
+    }
+    drop(bench);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(ServeBenchReport {
+        threads,
+        clients: config.clients,
+        prompt_tokens: config.prompt_tokens,
+        gen_tokens: config.gen_tokens,
+        cache_mib: config.cache_mib,
+        scenarios,
+        cold_load_ms,
+        cold_loads: config.cold_loads,
+        cold_adapter_mib,
+    })
+}
+
+/// Deletes the bench's adapter store when the bench ends, however it ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Registers `count` synthetic adapters; returns their ids in order.
+async fn register_adapters(
+    state: &AppState,
+    count: usize,
+    seed: u64,
+    progress: Progress<'_>,
+) -> Result<Vec<String>> {
+    let base = state.model().config().clone();
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let (rank, targets) = adapter_spec(i);
+        let adapter = random_adapter(&base, rank, targets, seed.wrapping_add(i as u64));
+        let (config, weights) = adapter.to_peft_bytes()?;
+        let (id, _) = state
+            .adapters()
+            .register(config.into(), weights.into(), None)
+            .await
+            .map_err(|e| {
+                Error::config(
+                    "adapters",
+                    format!("registering synthetic adapter {i}: {e}"),
+                )
+            })?;
+        ids.push(id);
+        progress("registering adapters", i as u64 + 1, count as u64);
+    }
+    Ok(ids)
+}
+
+/// Which model each request names.
+enum Traffic<'a> {
+    Base,
+    One(String),
+    Uniform(&'a [String]),
+    Zipf(&'a [String], Zipf),
+}
+
+impl Traffic<'_> {
+    /// The `model` of request `n` (deterministic per request).
+    fn pick(&self, n: usize, seed: u64) -> String {
+        let u = unit(splitmix(
+            seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ));
+        match self {
+            Traffic::Base => "base".to_owned(),
+            Traffic::One(id) => id.clone(),
+            Traffic::Uniform(ids) => {
+                ids[((u * ids.len() as f64) as usize).min(ids.len() - 1)].clone()
+            }
+            Traffic::Zipf(ids, zipf) => ids[zipf.sample(u)].clone(),
+        }
+    }
+}
+
+/// Zipf's law over `n` ranks: P(k) ∝ 1/(k+1)^s, sampled by inverting the CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (0..n)
+            .map(|k| {
+                acc += 1.0 / ((k + 1) as f64).powf(s);
+                acc
+            })
+            .collect();
+        cdf.iter_mut().for_each(|c| *c /= acc);
+        Self { cdf }
+    }
+
+    fn sample(&self, u: f64) -> usize {
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A uniform number in [0, 1) from 53 random bits.
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What one request observed.
+#[derive(Default)]
+struct RequestTrace {
+    ttft: Option<Duration>,
+    gaps: Vec<Duration>,
+    tokens: usize,
+    failed: bool,
+}
+
+struct Runner<'a> {
+    config: &'a ServeBenchConfig,
+    url: String,
+    state: &'a AppState,
+    prompt_source: &'a [u32],
+    progress: Progress<'a>,
+}
+
+impl Runner<'_> {
+    /// The prompt of request `n`: `prompt_tokens` tokens cut at an offset.
+    fn prompt(&self, n: usize) -> Vec<u32> {
+        let len = self.config.prompt_tokens;
+        let room = self.prompt_source.len().saturating_sub(len).max(1);
+        let start = (n * 37) % room;
+        self.prompt_source
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(len)
+            .copied()
+            .collect()
+    }
+
+    fn warm_up(&self) -> Result<()> {
+        let agent = agent();
+        let trace = stream_request(&agent, &self.url, "base", &self.prompt(0), 4);
+        if trace.failed {
+            return Err(Error::config("model", "the warm-up request failed"));
+        }
+        Ok(())
+    }
+
+    /// Runs `requests` completions over `clients` threads and summarises them.
+    fn scenario(
+        &self,
+        name: &str,
+        adapters: usize,
+        traffic: &Traffic<'_>,
+    ) -> Result<ScenarioResult> {
+        let config = self.config;
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let traces = Mutex::new(Vec::with_capacity(config.requests));
+        let loads_before = self
+            .state
+            .adapters()
+            .cache_stats()
+            .loads
+            .load(Ordering::Relaxed);
+        let sampler = Sampler::start(self.state.clone());
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..config.clients {
+                scope.spawn(|| {
+                    let agent = agent();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= config.requests {
+                            break;
+                        }
+                        let model = traffic.pick(n, config.seed);
+                        let trace = stream_request(
+                            &agent,
+                            &self.url,
+                            &model,
+                            &self.prompt(n),
+                            config.gen_tokens,
+                        );
+                        traces.lock().unwrap_or_else(|e| e.into_inner()).push(trace);
+                        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        (self.progress)(name, finished as u64, config.requests as u64);
+                    }
+                });
+            }
+        });
+        let wall = started.elapsed();
+        let (peak_rss, peak_cache) = sampler.stop();
+        let traces = traces.into_inner().unwrap_or_else(|e| e.into_inner());
+        let loads = self
+            .state
+            .adapters()
+            .cache_stats()
+            .loads
+            .load(Ordering::Relaxed)
+            - loads_before;
+        Ok(summarise(
+            name, adapters, &traces, wall, peak_rss, peak_cache, loads,
+        ))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+/// One streamed completion; records when each text chunk arrived.
+fn stream_request(
+    agent: &ureq::Agent,
+    url: &str,
+    model: &str,
+    prompt: &[u32],
+    gen_tokens: usize,
+) -> RequestTrace {
+    let body = serde_json::json!({
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": gen_tokens,
+        "temperature": 0,
+        "ignore_eos": true,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let sent = Instant::now();
+    let mut trace = RequestTrace::default();
+    let response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string());
+    let mut response = match response {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            tracing::warn!(status = r.status().as_u16(), model, "bench request refused");
+            trace.failed = true;
+            return trace;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, model, "bench request failed");
+            trace.failed = true;
+            return trace;
+        }
+    };
+    let mut last = sent;
+    for line in BufReader::new(response.body_mut().as_reader()).lines() {
+        let Ok(line) = line else {
+            trace.failed = true;
+            break;
+        };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        if event.get("error").is_some() {
+            trace.failed = true;
+            break;
+        }
+        if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
+            trace.tokens = n as usize;
+        }
+        if event["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+        {
+            let now = Instant::now();
+            match trace.ttft {
+                None => trace.ttft = Some(now - sent),
+                Some(_) => trace.gaps.push(now - last),
+            }
+            last = now;
+        }
+    }
+    trace
+}
+
+/// Samples the process's resident memory and the adapter cache every 20 ms.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Sampler {
+    fn start(state: AppState) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let (mut rss, mut cache) = (0u64, 0u64);
+            loop {
+                rss = rss.max(resident_bytes().unwrap_or(0));
+                cache = cache.max(state.adapters().cache_usage().0 as u64);
+                if flag.load(Ordering::Relaxed) {
+                    return (rss, cache);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Self { stop, handle }
+    }
+
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or((0, 0))
+    }
+}
+
+/// The process's resident set size (Linux `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Nearest-rank percentile of `values` in milliseconds (0 when empty).
+fn percentile_ms(values: &mut [Duration], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1].as_secs_f64() * 1e3
+}
+
+fn summarise(
+    name: &str,
+    adapters: usize,
+    traces: &[RequestTrace],
+    wall: Duration,
+    peak_rss: u64,
+    peak_cache: u64,
+    loads: u64,
+) -> ScenarioResult {
+    let ok: Vec<&RequestTrace> = traces.iter().filter(|t| !t.failed).collect();
+    let tokens: usize = ok.iter().map(|t| t.tokens).sum();
+    let mut ttft: Vec<Duration> = ok.iter().filter_map(|t| t.ttft).collect();
+    let mut gaps: Vec<Duration> = ok.iter().flat_map(|t| t.gaps.iter().copied()).collect();
+    ScenarioResult {
+        name: name.to_owned(),
+        adapters,
+        requests: ok.len(),
+        errors: traces.len() - ok.len(),
+        tokens_per_s: tokens as f64 / wall.as_secs_f64().max(1e-9),
+        ratio_to_base: 0.0,
+        ttft_ms: (
+            percentile_ms(&mut ttft, 50.0),
+            percentile_ms(&mut ttft, 99.0),
+        ),
+        itl_ms: (
+            percentile_ms(&mut gaps, 50.0),
+            percentile_ms(&mut gaps, 99.0),
+        ),
+        peak_rss_mib: mib(peak_rss),
+        peak_cache_mib: mib(peak_cache),
+        loads,
+    }
+}
+
+/// Times `count` loads of rank-16 all-linear adapters from the store into RAM.
+async fn cold_loads(
+    state: &AppState,
+    ids: &[String],
+    count: usize,
+    progress: Progress<'_>,
+) -> Result<((f64, f64), f64)> {
+    let candidates: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| is_rank16_all_linear(*i))
+        .map(|(_, id)| id)
+        .collect();
+    let registry = state.adapters();
+    let mut times = Vec::with_capacity(count);
+    let mut size = 0;
+    for (n, id) in candidates
+        .iter()
+        .cycle()
+        .take(if candidates.is_empty() { 0 } else { count })
+        .enumerate()
+    {
+        let _ = registry.unload(id);
+        let started = Instant::now();
+        let info = registry
+            .load(id, false)
+            .await
+            .map_err(|e| Error::config("adapters", format!("cold load of {id}: {e}")))?;
+        times.push(started.elapsed());
+        size = info.bytes;
+        let _ = registry.unload(id);
+        progress("cold loads", n as u64 + 1, count as u64);
+    }
+    let p50 = percentile_ms(&mut times, 50.0);
+    let p99 = percentile_ms(&mut times, 99.0);
+    Ok(((p50, p99), mib(size as u64)))
+}
+
+/// The baseline: per request, merge its adapter into the weights and run it alone.
+fn merge_baseline(
+    config: &ServeBenchConfig,
+    base_config: &credence_model::config::LlamaConfig,
+    base_weights: &credence_model::weights::ModelWeights,
+    adapters: &[Arc<credence_model::lora::LoraAdapter>],
+    prompt_source: &[u32],
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<ScenarioResult> {
+    let pool = ThreadPool::new(threads);
+    let mut traces = Vec::new();
+    let started = Instant::now();
+    let sampler_rss = AtomicUsize::new(0);
+    for (n, adapter) in adapters.iter().enumerate() {
+        let sent = Instant::now();
+        let mix = [WeightedAdapter {
+            adapter: Arc::clone(adapter),
+            weight: 1.0,
+        }];
+        let merged = merge_adapters(base_weights, &mix, None)?;
+        let model = Transformer::new(base_config.clone(), merged)?;
+        let len = config.prompt_tokens;
+        let prompt: Vec<u32> = prompt_source
+            .iter()
+            .cycle()
+            .skip(n * 37)
+            .take(len)
+            .copied()
+            .collect();
+        let mut cache: KvCache = model.new_cache(len + config.gen_tokens);
+        let mut trace = RequestTrace::default();
+        let mut input = prompt;
+        let mut last = sent;
+        for _ in 0..config.gen_tokens {
+            let logits = model.forward(&pool, &mut [BatchSeq::new(&input, &mut cache)])?;
+            let next = logits.first().map_or(0, |l| argmax(l));
+            let now = Instant::now();
+            match trace.ttft {
+                None => trace.ttft = Some(now - sent),
+                Some(_) => trace.gaps.push(now - last),
+            }
+            last = now;
+            trace.tokens += 1;
+            input = vec![next];
+        }
+        sampler_rss.fetch_max(resident_bytes().unwrap_or(0) as usize, Ordering::Relaxed);
+        traces.push(trace);
+        progress("merge per request", n as u64 + 1, adapters.len() as u64);
+    }
+    let wall = started.elapsed();
+    let rss = sampler_rss.load(Ordering::Relaxed) as u64;
+    Ok(summarise(
+        "merge per request (baseline)",
+        adapters.len(),
+        &traces,
+        wall,
+        rss,
+        0,
+        0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_prefers_low_ranks_and_covers_the_range() {
+        let zipf = Zipf::new(1000, 1.0);
+        let mut counts = vec![0usize; 1000];
+        for n in 0..20_000u64 {
+            counts[zipf.sample(unit(splitmix(n)))] += 1;
+        }
+        assert!(counts[0] > counts[9] && counts[9] > counts[99]);
+        assert!(counts.iter().filter(|&&c| c > 0).count() > 300);
+        assert_eq!(zipf.sample(0.999_999_999), 999);
+    }
+
+    #[test]
+    fn specs_cycle_all_nine_combinations() {
+        let combos: std::collections::BTreeSet<(usize, usize)> = (0..9)
+            .map(|i| (adapter_spec(i).0, adapter_spec(i).1.len()))
+            .collect();
+        assert_eq!(combos.len(), 9);
+        assert_eq!(adapter_spec(7), (16, TARGET_SETS[2]));
+        assert!(is_rank16_all_linear(7) && is_rank16_all_linear(16));
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&mut v, 50.0), 50.0);
+        assert_eq!(percentile_ms(&mut v, 99.0), 99.0);
+        assert_eq!(percentile_ms(&mut [], 50.0), 0.0);
+    }
+}
