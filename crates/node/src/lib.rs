@@ -25,6 +25,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use credence_ledger::{Chain, ChainConfig};
 use credence_model::llama::Model;
 use credence_serve::{AppState, ServeConfig};
 use tokio::net::TcpListener;
@@ -32,11 +35,12 @@ use tokio::net::TcpListener;
 pub use config::NodeConfig;
 pub use error::{Error, Result};
 
-/// A node with its model loaded and its socket bound, ready to serve.
+/// A node with its model loaded, its chain open and its socket bound, ready to serve.
 #[derive(Debug)]
 pub struct Node {
     listener: TcpListener,
     state: AppState,
+    chain: Arc<Chain>,
     addr: SocketAddr,
 }
 
@@ -84,6 +88,7 @@ impl Node {
             addr: config.listen.to_string(),
             source,
         };
+        let chain = open_chain(&home).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(serve_error)?;
@@ -91,6 +96,7 @@ impl Node {
         Ok(Self {
             listener,
             state,
+            chain,
             addr,
         })
     }
@@ -105,9 +111,18 @@ impl Node {
         &self.state
     }
 
+    /// The embedded chain.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
     /// Serves HTTP until `shutdown` completes, then finishes in-flight responses.
+    /// The chain's JSON-RPC endpoint is at `/rpc`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let app = credence_serve::router(self.state);
+        let app = credence_serve::router(self.state).nest(
+            "/rpc",
+            credence_ledger::rpc::router(Arc::clone(&self.chain)),
+        );
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -125,6 +140,22 @@ pub async fn run(config: &NodeConfig) -> Result<()> {
     node.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens (or creates, deploying the contracts) the embedded chain under `home/chain`.
+async fn open_chain(home: &Path) -> Result<Arc<Chain>> {
+    let dir = home.join("chain");
+    let started = std::time::Instant::now();
+    let chain = tokio::task::spawn_blocking(move || Chain::open(&dir, &ChainConfig::default()))
+        .await
+        .map_err(|e| Error::config("chain", format!("chain opening task failed: {e}")))?
+        .map_err(|e| Error::config("chain", e.to_string()))?;
+    tracing::info!(
+        chain_id = chain.chain_id(),
+        seconds = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+        "embedded chain ready"
+    );
+    Ok(Arc::new(chain))
 }
 
 /// Resolves `spec` (a path or `default`) under `home` and loads the model.

@@ -42,10 +42,12 @@ fn greedy(max_tokens: usize) -> GenerateParams {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_http_on_its_socket_and_shuts_down_gracefully() {
+    let home = tempfile::tempdir().expect("tempdir");
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("address"),
         model: model_path().display().to_string(),
         threads: 2,
+        home: Some(home.path().to_owned()),
         ..NodeConfig::default()
     };
     let node = Node::start(&config).await.expect("node starts");
@@ -66,6 +68,24 @@ async fn a_node_serves_http_on_its_socket_and_shuts_down_gracefully() {
     stream.read_to_string(&mut response).await.expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ok\""), "{response}");
+
+    // The embedded chain answers JSON-RPC on the same port.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let chain_id = format!(
+        "\"result\":\"{:#x}\"",
+        credence_ledger::ChainConfig::default().chain_id
+    );
+    assert!(response.contains(&chain_id), "{response}");
 
     stop.send(()).expect("server still running");
     server.await.expect("server task").expect("clean shutdown");
