@@ -469,3 +469,20 @@ async fn repointing_an_alias_leaves_running_requests_alone() {
     let (_, v2_answer) = call(&state, "POST", "/v1/completions", expected).await;
     assert_ne!(text(&v2_answer), text(&v1_answer), "new requests get v2");
 }
+
+#[tokio::test]
+async fn oversized_uploads_are_413() {
+    let state = new_state(keyed(ServeConfig {
+        max_adapter_upload_bytes: 64 << 10,
+        ..test_config()
+    }));
+    let (status, body) = upload(&state, &adapter(&state, 8, 5), None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("65536")),
+        "{body}"
+    );
+}
