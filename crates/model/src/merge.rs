@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn merging_zero_weight_changes_nothing_and_a_real_weight_changes_the_adapted_matrix() {
-        let base = tiny_transformer(&tiny_config(32), GgmlType::Q8_0, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let base = tiny_transformer(&tiny_config(32), GgmlType::Q8_0, 1, dir.path()).unwrap();
         let adapter = Arc::new(random_adapter(base.config(), 2, &[LayerTensor::V], 5));
         let zero = [WeightedAdapter {
             adapter: Arc::clone(&adapter),
