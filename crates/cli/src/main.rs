@@ -7,6 +7,7 @@
 mod adapter;
 mod bench_serve;
 mod chat;
+mod datanet;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -48,6 +49,13 @@ enum Command {
     Adapter(adapter::AdapterArgs),
     /// Chat with a running node (or one of its adapters), streamed to stdout.
     Chat(chat::ChatArgs),
+    /// Versioned, signed, curated datasets: create, add, review, commit, export, prove.
+    Datanet {
+        #[command(subcommand)]
+        command: datanet::DatanetCommand,
+        #[command(flatten)]
+        common: datanet::Common,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +198,7 @@ fn run() -> Result<()> {
         Command::Bench(BenchCommand::Serve(args)) => bench_serve::run(&args)?,
         Command::Adapter(args) => adapter::run(&args)?,
         Command::Chat(args) => chat::run(&args)?,
+        Command::Datanet { command, common } => datanet::run(command, &common)?,
     }
     Ok(())
 }

@@ -27,6 +27,8 @@ use std::path::Path;
 
 use std::sync::Arc;
 
+use credence_datanet::Datanets;
+use credence_datanet::ingest::Limits;
 use credence_ledger::{Chain, ChainConfig};
 use credence_model::llama::Model;
 use credence_serve::{AppState, ServeConfig};
@@ -41,6 +43,7 @@ pub struct Node {
     listener: TcpListener,
     state: AppState,
     chain: Arc<Chain>,
+    datanets: Arc<Datanets>,
     addr: SocketAddr,
 }
 
@@ -89,6 +92,7 @@ impl Node {
             source,
         };
         let chain = open_chain(&home).await?;
+        let datanets = open_datanets(&home).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(serve_error)?;
@@ -97,6 +101,7 @@ impl Node {
             listener,
             state,
             chain,
+            datanets,
             addr,
         })
     }
@@ -117,12 +122,11 @@ impl Node {
     }
 
     /// Serves HTTP until `shutdown` completes, then finishes in-flight responses.
-    /// The chain's JSON-RPC endpoint is at `/rpc`.
+    /// Datanets are under `/v1/datanets`, the chain's JSON-RPC endpoint is at `/rpc`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let app = credence_serve::router(self.state).nest(
-            "/rpc",
-            credence_ledger::rpc::router(Arc::clone(&self.chain)),
-        );
+        let app = credence_serve::router(self.state)
+            .merge(credence_datanet::http::router(self.datanets))
+            .nest("/rpc", credence_ledger::rpc::router(self.chain));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -156,6 +160,16 @@ async fn open_chain(home: &Path) -> Result<Arc<Chain>> {
         "embedded chain ready"
     );
     Ok(Arc::new(chain))
+}
+
+/// Opens (or creates) the datanet store under `home/datanets`.
+async fn open_datanets(home: &Path) -> Result<Arc<Datanets>> {
+    let dir = home.join("datanets");
+    let datanets = tokio::task::spawn_blocking(move || Datanets::open(&dir, Limits::default()))
+        .await
+        .map_err(|e| Error::config("datanets", format!("datanet opening task failed: {e}")))?
+        .map_err(|e| Error::config("datanets", e.to_string()))?;
+    Ok(Arc::new(datanets))
 }
 
 /// Resolves `spec` (a path or `default`) under `home` and loads the model.

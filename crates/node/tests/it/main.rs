@@ -69,6 +69,16 @@ async fn a_node_serves_http_on_its_socket_and_shuts_down_gracefully() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ok\""), "{response}");
 
+    // Datanets are served on the same port.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /v1/datanets HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
     // The embedded chain answers JSON-RPC on the same port.
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

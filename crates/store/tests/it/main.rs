@@ -1,0 +1,3 @@
+//! Integration tests for the store: blobs and SQLite used together, on disk.
+
+mod together;
