@@ -1,5 +1,7 @@
 //! Quantised matmul kernels: matvec and batched matmul per format, and the full
 //! set of SmolLM2-135M projections for one decode step and a 512-token prompt.
+//! Also the LoRA delta of a decode step for 16 sequences, grouped by adapter
+//! versus one sequence at a time.
 //!
 //! `cargo bench -p credence-model --bench kernels [-- FILTER]`; the SIMD path
 //! can be forced lower with `CREDENCE_KERNEL=avx2|portable`, and the thread
@@ -12,8 +14,14 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use credence_model::config::{Arch, LlamaConfig, RopeStyle};
+use credence_model::llama::WeightedAdapter;
+use credence_model::lora::{LoraBatch, random_adapter};
 use credence_model::quant::{GgmlType, QMatrix, kernel_name};
 use credence_model::threadpool::ThreadPool;
+use credence_model::weights::LayerTensor;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// SmolLM2-135M layer projections `(rows, cols)`: q, k, v, o, gate, up, down.
@@ -176,5 +184,95 @@ fn full_model(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matvec, matmul_16, matmul_512, full_model);
+/// SmolLM2-135M dimensions, with `layers` layers.
+fn smollm_135m(layers: usize) -> LlamaConfig {
+    LlamaConfig {
+        arch: Arch::Llama,
+        hidden_size: HIDDEN,
+        intermediate_size: 1536,
+        n_layers: layers,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        vocab_size: VOCAB,
+        context_length: 8192,
+        rope_theta: 100_000.0,
+        rms_eps: 1e-5,
+        rope_style: RopeStyle::Halves,
+        attention_bias: false,
+    }
+}
+
+/// One decode step's LoRA updates (q/k/v, o, gate/up, down on every layer)
+/// for 16 sequences with rank-16 all-linear adapters: all sharing one
+/// adapter, or each with its own. Four layers, so 16 adapters' factors
+/// (about 11 MB each) stream from memory as in a real step.
+fn lora_delta(c: &mut Criterion) {
+    const SEQS: usize = 16;
+    const LAYERS_HERE: usize = 4;
+    let config = smollm_135m(LAYERS_HERE);
+    let all = [
+        LayerTensor::Q,
+        LayerTensor::K,
+        LayerTensor::V,
+        LayerTensor::O,
+        LayerTensor::Gate,
+        LayerTensor::Up,
+        LayerTensor::Down,
+    ];
+    let adapters: Vec<Arc<_>> = (0..SEQS)
+        .map(|i| Arc::new(random_adapter(&config, 16, &all, i as u64)))
+        .collect();
+    let (h, ff, kv) = (HIDDEN, 1536, config.kv_dim());
+    let qkv = [
+        (LayerTensor::Q, 0),
+        (LayerTensor::K, h),
+        (LayerTensor::V, h + kv),
+    ];
+    let gate_up = [(LayerTensor::Gate, 0), (LayerTensor::Up, ff)];
+    let (x_h, x_ff) = (values(7, SEQS * h), values(8, SEQS * ff));
+    let mut out = vec![0f32; SEQS * 2 * ff];
+    let pool = pool();
+    let mut g = c.benchmark_group("lora_delta_16x_r16");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, distinct) in [("shared", false), ("distinct", true)] {
+        let mixes: Vec<Vec<WeightedAdapter>> = (0..SEQS)
+            .map(|i| {
+                vec![WeightedAdapter {
+                    adapter: Arc::clone(&adapters[if distinct { i } else { 0 }]),
+                    weight: 1.0,
+                }]
+            })
+            .collect();
+        let batch = LoraBatch::new(mixes.iter().enumerate().map(|(i, m)| (&m[..], i..i + 1)));
+        let mut run = |grouped: bool| {
+            for l in 0..LAYERS_HERE {
+                for (parts, x, in_dim, width) in [
+                    (&qkv[..], &x_h, h, h + 2 * kv),
+                    (&[(LayerTensor::O, 0)][..], &x_h, h, h),
+                    (&gate_up[..], &x_h, h, 2 * ff),
+                    (&[(LayerTensor::Down, 0)][..], &x_ff, ff, h),
+                ] {
+                    let o = &mut out[..SEQS * width];
+                    if grouped {
+                        batch
+                            .add(&pool, l, parts, x, in_dim, o, width)
+                            .expect("shapes match");
+                    } else {
+                        batch.add_serial(l, parts, x, in_dim, o, width);
+                    }
+                }
+            }
+            black_box(&out);
+        };
+        g.bench_function(BenchmarkId::new("grouped", name), |b| b.iter(|| run(true)));
+        g.bench_function(BenchmarkId::new("serial", name), |b| b.iter(|| run(false)));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches, matvec, matmul_16, matmul_512, full_model, lora_delta
+);
 criterion_main!(benches);

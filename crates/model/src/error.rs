@@ -51,6 +51,18 @@ pub enum Error {
         /// The model's context length.
         context: usize,
     },
+    /// The KV cache pool's byte budget cannot cover the blocks a sequence needs.
+    #[error(
+        "KV cache memory exhausted: {needed} more bytes needed, {free} of the {budget}-byte budget free"
+    )]
+    KvExhausted {
+        /// Bytes the failed allocation asked for.
+        needed: usize,
+        /// Bytes still free in the pool.
+        free: usize,
+        /// The pool's budget.
+        budget: usize,
+    },
     /// Invalid sampling or generation parameters.
     #[error("invalid generation parameter `{field}`: {problem}")]
     InvalidParameter {

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, KvPool};
 use crate::llama::{BatchSeq, Model, WeightedAdapter};
 use crate::sampling::Sampler;
 pub use crate::sampling::SamplingParams;
@@ -111,7 +111,31 @@ pub struct Generation<'m> {
 
 impl<'m> Generation<'m> {
     /// Validates `params` and the prompt length; nothing is computed yet.
+    /// The KV cache has its own pool, without a memory budget.
     pub fn new(model: &'m Model, prompt: &[u32], params: &GenerateParams) -> Result<Self> {
+        Self::build(model, prompt, params, None)
+    }
+
+    /// Like [`Generation::new`], with the KV cache drawn from `pool` (a
+    /// serving engine's shared, budgeted pool). The prompt's blocks are
+    /// reserved at once, so a full pool is reported here as
+    /// [`Error::KvExhausted`] rather than at the first step. Dropping the
+    /// generation returns its blocks.
+    pub fn in_pool(
+        model: &'m Model,
+        prompt: &[u32],
+        params: &GenerateParams,
+        pool: &KvPool,
+    ) -> Result<Self> {
+        Self::build(model, prompt, params, Some(pool))
+    }
+
+    fn build(
+        model: &'m Model,
+        prompt: &[u32],
+        params: &GenerateParams,
+        pool: Option<&KvPool>,
+    ) -> Result<Self> {
         params.validate()?;
         let context = model.config().context_length;
         if prompt.is_empty() {
@@ -123,12 +147,21 @@ impl<'m> Generation<'m> {
                 context,
             });
         }
+        let capacity = prompt.len().saturating_add(params.max_tokens);
+        let cache = match pool {
+            Some(pool) => {
+                let mut cache = KvCache::in_pool(pool, capacity);
+                cache.reserve(prompt.len())?;
+                cache
+            }
+            None => model.new_cache(capacity),
+        };
         Ok(Self {
             model,
             sampler: Sampler::new(params.sampling.clone())?,
             decoder: StreamDecoder::new(model.tokenizer()),
             stops: StopMatcher::new(params.stop.clone()),
-            cache: model.new_cache(prompt.len() + params.max_tokens),
+            cache,
             adapters: Vec::new(),
             history: prompt.to_vec(),
             input: prompt.to_vec(),
@@ -193,6 +226,11 @@ impl<'m> Generation<'m> {
     /// Ends generation early (the caller stopped listening).
     pub fn stop(&mut self) {
         self.finished.get_or_insert(FinishReason::Stop);
+    }
+
+    /// Bytes of KV cache blocks this sequence holds.
+    pub fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 
     /// Why generation ended, once it has.

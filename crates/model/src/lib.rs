@@ -3,7 +3,7 @@
 //! This crate owns everything between a model file and a vector of logits:
 //! GGUF and safetensors loading ([`gguf`], [`weights`]), quantised storage and
 //! SIMD kernels ([`quant`]), the tokenizer and chat templates ([`tokenizer`],
-//! [`chat`]), the batched forward pass with its KV cache ([`llama`], [`kv`]),
+//! [`chat`]), the batched forward pass with its paged KV cache ([`llama`], [`kv`]),
 //! sampling plus streamed generation ([`sampling`], [`generate`]), and
 //! Hugging Face PEFT LoRA adapters: reading, validation against the base
 //! model, content ids and saving ([`lora`]).

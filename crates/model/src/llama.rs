@@ -4,7 +4,10 @@
 //! cache and therefore its own position. All tokens of the batch are stacked
 //! into one matrix so every projection is one matrix product over the whole
 //! batch (the weights are read once per step, whatever the batch size);
-//! only attention is computed per sequence.
+//! only attention is computed per sequence, reading each sequence's paged KV
+//! cache in place. LoRA updates are added per adapter rather than per
+//! sequence ([`LoraBatch`]): rows sharing an adapter go through its factors
+//! together.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +16,8 @@ use crate::chat::ChatTemplate;
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::kv::KvCache;
-use crate::lora::LoraAdapter;
+use crate::kv::{BLOCK_TOKENS, KvCache, KvPool};
+use crate::lora::{LoraAdapter, LoraBatch};
 use crate::ops;
 use crate::quant::QMatrix;
 use crate::threadpool::{SharedMut, ThreadPool};
@@ -233,9 +236,15 @@ impl Transformer {
         &self.weights
     }
 
-    /// A cache sized for this model.
+    /// A cache sized for this model, with its own pool and no memory budget.
     pub fn new_cache(&self, capacity_tokens: usize) -> KvCache {
         KvCache::new(&self.config, capacity_tokens)
+    }
+
+    /// A pool of KV blocks for this model holding at most `budget_bytes`;
+    /// make caches in it with [`KvCache::in_pool`].
+    pub fn new_pool(&self, budget_bytes: usize) -> KvPool {
+        KvPool::new(&self.config, budget_bytes)
     }
 
     /// Processes one step for every sequence and returns the logits of each
@@ -348,6 +357,11 @@ impl Transformer {
         batch: &mut [BatchSeq<'_>],
     ) -> Result<(Vec<f32>, Layout)> {
         self.check_batch(batch)?;
+        // Every block the step writes is allocated up front, so running out of
+        // KV memory is an error before any work, never a failure mid-layer.
+        for seq in batch.iter_mut() {
+            seq.cache.reserve(seq.tokens.len())?;
+        }
         let layout = Self::layout(batch);
         let c = &self.config;
         let rows = layout.positions.len();
@@ -360,10 +374,12 @@ impl Transformer {
             self.weights.embed.row_to_f32(tokens[i] as usize, row)
         });
         let mut s = Scratch::new(c, rows);
-        let lora = Lora {
-            adapters: batch.iter().map(|seq| seq.adapters).collect(),
-            layout: &layout,
-        };
+        let lora = LoraBatch::new(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, seq)| (seq.adapters, layout.seq_rows(i))),
+        );
         for (l, (w, f)) in self.weights.layers.iter().zip(&self.fused).enumerate() {
             self.attention_block(pool, l, w, f, batch, &layout, &lora, &mut x, &mut s)?;
             self.mlp_block(pool, l, w, f, &lora, &mut x, &mut s)?;
@@ -383,7 +399,7 @@ impl Transformer {
         f: &FusedLayer,
         batch: &mut [BatchSeq<'_>],
         layout: &Layout,
-        lora: &Lora<'_>,
+        lora: &LoraBatch<'_>,
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<()> {
@@ -398,13 +414,14 @@ impl Transformer {
             (LayerTensor::V, qd + kvd),
         ];
         lora.add(
+            pool,
             l,
             &qkv_parts,
             &s.normed,
             c.hidden_size,
             &mut s.qkv,
             qd + 2 * kvd,
-        );
+        )?;
         for (t, row) in s.qkv.chunks_exact(qd + 2 * kvd).enumerate() {
             s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
             s.k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
@@ -419,19 +436,20 @@ impl Transformer {
         self.rope(pool, &mut s.k, c.n_kv_heads, &layout.positions);
         for (seq, &start) in batch.iter_mut().zip(&layout.starts) {
             let r = start * kvd..(start + seq.tokens.len()) * kvd;
-            seq.cache.append(l, &s.k[r.clone()], &s.v[r]);
+            seq.cache.append(l, &s.k[r.clone()], &s.v[r])?;
         }
         let caches: Vec<&KvCache> = batch.iter().map(|b| &*b.cache).collect();
         self.attend(pool, l, &caches, layout, &s.q, &mut s.attn);
         w.wo.matmul(pool, &s.attn, rows, &mut s.proj)?;
         lora.add(
+            pool,
             l,
             &[(LayerTensor::O, 0)],
             &s.attn,
             qd,
             &mut s.proj,
             c.hidden_size,
-        );
+        )?;
         add_into(x, &s.proj);
         Ok(())
     }
@@ -443,7 +461,7 @@ impl Transformer {
         l: usize,
         w: &LayerWeights,
         f: &FusedLayer,
-        lora: &Lora<'_>,
+        lora: &LoraBatch<'_>,
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<()> {
@@ -453,7 +471,15 @@ impl Transformer {
         f.gate_up.matmul(pool, &s.normed, rows, &mut s.gate_up)?;
         let (h, ff) = (c.hidden_size, c.intermediate_size);
         let gate_up_parts = [(LayerTensor::Gate, 0), (LayerTensor::Up, ff)];
-        lora.add(l, &gate_up_parts, &s.normed, h, &mut s.gate_up, 2 * ff);
+        lora.add(
+            pool,
+            l,
+            &gate_up_parts,
+            &s.normed,
+            h,
+            &mut s.gate_up,
+            2 * ff,
+        )?;
         let gate_up = &s.gate_up;
         pool.par_rows(&mut s.act, ff, 16, &|i, a| {
             let row = &gate_up[i * 2 * ff..(i + 1) * 2 * ff];
@@ -461,7 +487,15 @@ impl Transformer {
             ops::silu_mul(a, &row[ff..]);
         });
         w.w_down.matmul(pool, &s.act, rows, &mut s.proj)?;
-        lora.add(l, &[(LayerTensor::Down, 0)], &s.act, ff, &mut s.proj, h);
+        lora.add(
+            pool,
+            l,
+            &[(LayerTensor::Down, 0)],
+            &s.act,
+            ff,
+            &mut s.proj,
+            h,
+        )?;
         add_into(x, &s.proj);
         Ok(())
     }
@@ -510,17 +544,20 @@ impl Transformer {
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
+        // Block tables of this layer, one per sequence: attention reads the
+        // blocks in place.
+        let tables: Vec<Vec<ops::KvBlock<'_>>> =
+            caches.iter().map(|cache| cache.layer_blocks(l)).collect();
         let shared = SharedMut::new(out);
         pool.run(layout.positions.len() * c.n_heads, &|task| {
             let (t, h) = (task / c.n_heads, task % c.n_heads);
             let pos = layout.positions[t];
-            let (keys, values) = caches[layout.seq_of[t]].layer(l, pos + 1);
             let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
             // SAFETY: task (t, h) is the only writer of row t's head-h slice.
             let o = unsafe { shared.slice(t * qd + h * hd..t * qd + (h + 1) * hd) };
             let kv = ops::KvHead {
-                keys,
-                values,
+                blocks: &tables[layout.seq_of[t]],
+                block_len: BLOCK_TOKENS,
                 stride: kvd,
                 offset: (h / group) * hd,
                 len: pos + 1,
@@ -547,50 +584,6 @@ impl Transformer {
             .matmul(pool, &normed, rows.len(), &mut out)
             .expect("shapes were validated when the weights were loaded");
         out
-    }
-}
-
-/// The adapters of every sequence in a step, and where its rows are.
-struct Lora<'a> {
-    adapters: Vec<&'a [WeightedAdapter]>,
-    layout: &'a Layout,
-}
-
-impl Lora<'_> {
-    /// Adds each sequence's low-rank updates to a projection's output:
-    /// for every `(tensor, column)` part, `out[rows, column..] += w·scale·(x·Aᵀ)·Bᵀ`.
-    /// The shrink `x·Aᵀ` is computed once per row and adapter, at the adapter's
-    /// own rank (no padding to a common rank).
-    fn add(
-        &self,
-        layer: usize,
-        parts: &[(LayerTensor, usize)],
-        x: &[f32],
-        in_dim: usize,
-        out: &mut [f32],
-        out_width: usize,
-    ) {
-        let mut shrunk = Vec::new();
-        for (seq, adapters) in self.adapters.iter().enumerate() {
-            for wa in adapters.iter() {
-                for &(tensor, column) in parts {
-                    let Some(p) = wa.adapter.pair(layer, tensor) else {
-                        continue;
-                    };
-                    let factor = wa.weight * p.scale;
-                    for t in self.layout.seq_rows(seq) {
-                        let xr = &x[t * in_dim..(t + 1) * in_dim];
-                        shrunk.clear();
-                        shrunk.extend(p.a.chunks_exact(in_dim).map(|a| ops::dot(xr, a) * factor));
-                        let o =
-                            &mut out[t * out_width + column..t * out_width + column + p.out_dim];
-                        for (o, b) in o.iter_mut().zip(p.b.chunks_exact(p.rank)) {
-                            *o += ops::dot(&shrunk, b);
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -744,9 +737,15 @@ impl Model {
         self.transformer.forward(pool, batch)
     }
 
-    /// A cache sized for this model.
+    /// A cache sized for this model, with its own pool and no memory budget.
     pub fn new_cache(&self, capacity_tokens: usize) -> KvCache {
         self.transformer.new_cache(capacity_tokens)
+    }
+
+    /// A pool of KV blocks holding at most `budget_bytes`, shared by the
+    /// caches made with [`KvCache::in_pool`] (a serving engine's sequences).
+    pub fn new_pool(&self, budget_bytes: usize) -> KvPool {
+        self.transformer.new_pool(budget_bytes)
     }
 }
 

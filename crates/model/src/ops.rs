@@ -30,14 +30,52 @@ fn axpy_portable(alpha: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
-/// The cached keys and values one query head attends over: `len` positions,
-/// position `j`'s key at `keys[j * stride + offset..]` (values likewise).
+/// `out[i] += dot(x, w[i·k..(i+1)·k])` for the rows of a row-major
+/// `[out.len(), k]` matrix, `k = x.len()`: the small f32 products of LoRA's
+/// shrink and expand. Rows are taken eight at a time so one horizontal
+/// reduction serves eight dot products (ranks are short, a per-row reduction
+/// would cost as much as the products themselves).
+///
+/// # Panics
+/// If `w` holds fewer than `out.len()·x.len()` values.
+pub fn matvec_add(x: &[f32], w: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    assert!(w.len() >= out.len() * k, "matvec_add: matrix too short");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && k >= 8 {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), and `w`
+        // holds `out.len()` rows of `k` values (asserted above).
+        return unsafe { x86::matvec_add(x, w, out) };
+    }
+    matvec_add_portable(x, w, out);
+}
+
+fn matvec_add_portable(x: &[f32], w: &[f32], out: &mut [f32]) {
+    let k = x.len().max(1);
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(k)) {
+        *o += dot_portable(x, &row[..x.len()]);
+    }
+}
+
+/// One block of cached positions: `keys` and `values` hold a row of
+/// `stride` floats per position.
+#[derive(Clone, Copy, Debug)]
+pub struct KvBlock<'a> {
+    /// Key rows.
+    pub keys: &'a [f32],
+    /// Value rows, laid out like the keys.
+    pub values: &'a [f32],
+}
+
+/// The cached keys and values one query head attends over: the first `len`
+/// positions of a block table, `block_len` positions per block, position
+/// `j`'s key at `blocks[j / block_len].keys[(j % block_len) * stride + offset..]`.
 #[derive(Clone, Copy, Debug)]
 pub struct KvHead<'a> {
-    /// Keys of every position, `stride` floats apart.
-    pub keys: &'a [f32],
-    /// Values, laid out like the keys.
-    pub values: &'a [f32],
+    /// The block table, in position order.
+    pub blocks: &'a [KvBlock<'a>],
+    /// Positions per block.
+    pub block_len: usize,
     /// Floats between consecutive positions.
     pub stride: usize,
     /// Where this head starts inside a position's row.
@@ -47,12 +85,20 @@ pub struct KvHead<'a> {
 }
 
 impl KvHead<'_> {
-    fn key(&self, j: usize, hd: usize) -> &[f32] {
-        &self.keys[j * self.stride + self.offset..j * self.stride + self.offset + hd]
+    /// Each block with the number of its positions that are attended over.
+    fn runs(&self) -> impl Iterator<Item = (&KvBlock<'_>, usize)> + '_ {
+        let per = self.block_len.max(1);
+        self.blocks
+            .iter()
+            .take(self.len.div_ceil(per))
+            .enumerate()
+            .map(move |(b, block)| (block, (self.len - b * per).min(per)))
     }
 
-    fn value(&self, j: usize, hd: usize) -> &[f32] {
-        &self.values[j * self.stride + self.offset..j * self.stride + self.offset + hd]
+    /// Row `j` of a block's keys or values, this head's `hd` floats.
+    fn row<'s>(&self, rows: &'s [f32], j: usize, hd: usize) -> &'s [f32] {
+        let at = j * self.stride + self.offset;
+        &rows[at..at + hd]
     }
 }
 
@@ -81,11 +127,16 @@ fn attend_head_with(
 ) {
     let hd = q.len();
     scores.clear();
-    scores.extend((0..kv.len).map(|j| dot(q, kv.key(j, hd)) * scale));
+    for (block, n) in kv.runs() {
+        scores.extend((0..n).map(|j| dot(q, kv.row(block.keys, j, hd)) * scale));
+    }
     softmax(scores);
     out.fill(0.0);
-    for (j, &p) in scores.iter().enumerate() {
-        axpy(p, kv.value(j, hd), out);
+    let mut p = scores.iter();
+    for (block, n) in kv.runs() {
+        for (j, &w) in (0..n).zip(&mut p) {
+            axpy(w, kv.row(block.values, j, hd), out);
+        }
     }
 }
 
@@ -120,6 +171,11 @@ fn has_avx2_fma() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// [`super::attend_head`] with kernels shaped for attention: keys are
+    /// scored eight positions at a time (one horizontal reduction per eight
+    /// dot products, not per position), and the weighted sum of values keeps
+    /// the output head in registers across positions.
+    ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -130,16 +186,121 @@ mod x86 {
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        // SAFETY (both closures): this function only runs on AVX2+FMA CPUs.
-        super::attend_head_with(
-            q,
-            kv,
-            scale,
-            scores,
-            out,
-            |a, b| unsafe { dot(a, b) },
-            |a, x, y| unsafe { axpy(a, x, y) },
+        let hd = q.len();
+        let (stride, offset) = (kv.stride, kv.offset);
+        // Every run reads rows 0..n of its block; check the slices once so
+        // the kernels below may use raw pointers.
+        let fits = |rows: &[f32], n: usize| n == 0 || rows.len() >= (n - 1) * stride + offset + hd;
+        assert!(
+            out.len() == hd
+                && stride >= hd
+                && kv.runs().all(|(b, n)| fits(b.keys, n) && fits(b.values, n)),
+            "attend_head: block rows out of bounds"
         );
+        scores.clear();
+        for (block, n) in kv.runs() {
+            let start = scores.len();
+            scores.resize(start + n, 0.0);
+            // SAFETY: rows 0..n of this block are in bounds (asserted above).
+            unsafe {
+                key_scores(
+                    q,
+                    block.keys.as_ptr().add(offset),
+                    stride,
+                    scale,
+                    &mut scores[start..],
+                );
+            }
+        }
+        super::softmax(scores);
+        out.fill(0.0);
+        let mut at = 0;
+        for (block, n) in kv.runs() {
+            // SAFETY: as above, for the values.
+            unsafe {
+                weighted_rows(
+                    &scores[at..at + n],
+                    block.values.as_ptr().add(offset),
+                    stride,
+                    out,
+                )
+            };
+            at += n;
+        }
+    }
+
+    /// `scores[j] = scale · q·key_j`, key `j` being the `q.len()` floats at
+    /// `keys + j·stride`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; rows `0..scores.len()` are readable.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn key_scores(
+        q: &[f32],
+        keys: *const f32,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let n = scores.len();
+        let mut j = 0;
+        while j + 8 <= n {
+            // SAFETY: rows j..j+8 are readable (caller's contract).
+            unsafe {
+                let s = _mm256_mul_ps(dot8(q, keys.add(j * stride), stride), _mm256_set1_ps(scale));
+                _mm256_storeu_ps(scores.as_mut_ptr().add(j), s);
+            }
+            j += 8;
+        }
+        while j < n {
+            // SAFETY: row j is readable (caller's contract).
+            let key = unsafe { std::slice::from_raw_parts(keys.add(j * stride), q.len()) };
+            // SAFETY: same CPU features.
+            scores[j] = unsafe { dot(q, key) } * scale;
+            j += 1;
+        }
+    }
+
+    /// `out += Σ_j w[j]·row_j`, row `j` being the `out.len()` floats at
+    /// `rows + j·stride`. A 64-float head stays in eight registers for all
+    /// rows; other widths fall back to one `axpy` per row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; rows `0..w.len()` are readable.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weighted_rows(w: &[f32], rows: *const f32, stride: usize, out: &mut [f32]) {
+        let hd = out.len();
+        let mut c = 0;
+        while c + 64 <= hd {
+            // SAFETY: `out[c..c + 64]` exists, and row j's floats c..c + 64
+            // lie inside the row (c + 64 <= hd).
+            unsafe {
+                let o = out.as_mut_ptr().add(c);
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(o.add(8 * i));
+                }
+                for (j, &p) in w.iter().enumerate() {
+                    let pv = _mm256_set1_ps(p);
+                    let r = rows.add(j * stride + c);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(r.add(8 * i)), *a);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(o.add(8 * i), *a);
+                }
+            }
+            c += 64;
+        }
+        if c < hd {
+            for (j, &p) in w.iter().enumerate() {
+                // SAFETY: row j is readable (caller's contract), floats c..hd.
+                let row = unsafe { std::slice::from_raw_parts(rows.add(j * stride + c), hd - c) };
+                // SAFETY: same CPU features.
+                unsafe { axpy(p, row, &mut out[c..]) };
+            }
+        }
     }
 
     /// # Safety
@@ -205,6 +366,74 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `w.len() >= out.len() * x.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn matvec_add(x: &[f32], w: &[f32], out: &mut [f32]) {
+        let k = x.len();
+        let blocks = out.len() / 8;
+        for b in 0..blocks {
+            // SAFETY: rows 8b..8b+8 lie inside `w` by the caller's contract.
+            let sums = unsafe { dot8(x, w.as_ptr().add(8 * b * k), k) };
+            let o = &mut out[8 * b..8 * b + 8];
+            // SAFETY: `o` holds exactly eight floats.
+            unsafe {
+                let acc = _mm256_add_ps(_mm256_loadu_ps(o.as_ptr()), sums);
+                _mm256_storeu_ps(o.as_mut_ptr(), acc);
+            }
+        }
+        for i in 8 * blocks..out.len() {
+            // SAFETY: same CPU features; row i lies inside `w`.
+            out[i] += unsafe { dot(x, &w[i * k..(i + 1) * k]) };
+        }
+    }
+
+    /// The dot products of `x` with eight `x.len()`-long rows, row `r` at
+    /// `w + r·stride`, as one vector.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; the eight rows are readable.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot8(x: &[f32], w: *const f32, stride: usize) -> __m256 {
+        let k = x.len();
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut i = 0;
+        while i + 8 <= k {
+            // SAFETY: i + 8 <= k keeps every load inside its row.
+            unsafe {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w.add(r * stride + i)), *a);
+                }
+            }
+            i += 8;
+        }
+        // Eight vectors to one: pairwise horizontal adds leave each row's
+        // partial sums in one 128-bit lane; adding the two lanes finishes them.
+        let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+        let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+        let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+        let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+        let u0 = _mm256_hadd_ps(t0, t1);
+        let u1 = _mm256_hadd_ps(t2, t3);
+        let lo = _mm256_permute2f128_ps(u0, u1, 0x20);
+        let hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+        let mut sums = _mm256_add_ps(lo, hi);
+        if i < k {
+            let mut tail = [0f32; 8];
+            for (r, t) in tail.iter_mut().enumerate() {
+                for (j, xj) in x.iter().enumerate().skip(i) {
+                    // SAFETY: j < k keeps the read inside row r.
+                    *t += xj * unsafe { *w.add(r * stride + j) };
+                }
+            }
+            // SAFETY: `tail` holds eight floats.
+            sums = _mm256_add_ps(sums, unsafe { _mm256_loadu_ps(tail.as_ptr()) });
+        }
+        sums
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -262,6 +491,26 @@ mod tests {
     }
 
     #[test]
+    fn matvec_add_matches_portable() {
+        for (rows, k) in [(0, 8), (3, 5), (8, 8), (9, 16), (17, 20), (24, 576), (5, 1)] {
+            let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.41).sin()).collect();
+            let w: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.17).cos()).collect();
+            let start: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+            let (mut fast, mut slow) = (start.clone(), start);
+            matvec_add(&x, &w, &mut fast);
+            matvec_add_portable(&x, &w, &mut slow);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-3,
+                    "rows {rows} k {k} row {i}: {a} vs {b}"
+                );
+                let want = i as f32 + dot_portable(&x, &w[i * k..(i + 1) * k]);
+                assert!((a - want).abs() < 1e-3);
+            }
+        }
+    }
+
+    #[test]
     fn attend_head_matches_portable() {
         let (hd, stride, offset, n) = (16, 48, 16, 9);
         let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.3).sin()).collect();
@@ -269,9 +518,13 @@ mod tests {
         let values: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.13).sin()).collect();
         let (mut s1, mut s2) = (Vec::new(), Vec::new());
         let (mut o1, mut o2) = (vec![0f32; hd], vec![0f32; hd]);
-        let kv = KvHead {
+        let whole = [KvBlock {
             keys: &keys,
             values: &values,
+        }];
+        let kv = KvHead {
+            blocks: &whole,
+            block_len: n,
             stride,
             offset,
             len: n,
@@ -282,6 +535,71 @@ mod tests {
         // The weights are a softmax: the output is a convex mix of the values.
         let w: f32 = s1.iter().sum();
         assert!((w - 1.0).abs() < 1e-5);
+        // The same positions split into blocks of 4 (the last one partial).
+        let paged: Vec<KvBlock<'_>> = keys
+            .chunks(4 * stride)
+            .zip(values.chunks(4 * stride))
+            .map(|(keys, values)| KvBlock { keys, values })
+            .collect();
+        let mut o3 = vec![0f32; hd];
+        let kv = KvHead {
+            blocks: &paged,
+            block_len: 4,
+            ..kv
+        };
+        attend_head(&q, &kv, 0.25, &mut s2, &mut o3);
+        assert!(o1.iter().zip(&o3).all(|(a, b)| (a - b).abs() < 1e-5));
+        // Attending over a prefix ignores the later positions.
+        let kv = KvHead { len: 5, ..kv };
+        attend_head(&q, &kv, 0.25, &mut s2, &mut o3);
+        assert_eq!(s2.len(), 5);
+    }
+
+    #[test]
+    fn paged_attention_matches_portable_for_real_head_sizes() {
+        for (hd, heads, n, block) in [
+            (64, 3, 37, 16),
+            (80, 2, 9, 4),
+            (128, 1, 16, 16),
+            (64, 2, 3, 16),
+        ] {
+            let stride = hd * heads;
+            let keys: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.031).sin()).collect();
+            let values: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.017).cos()).collect();
+            let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.7).cos()).collect();
+            let table: Vec<KvBlock<'_>> = keys
+                .chunks(block * stride)
+                .zip(values.chunks(block * stride))
+                .map(|(keys, values)| KvBlock { keys, values })
+                .collect();
+            for head in 0..heads {
+                let kv = KvHead {
+                    blocks: &table,
+                    block_len: block,
+                    stride,
+                    offset: head * hd,
+                    len: n,
+                };
+                let (mut s1, mut s2) = (Vec::new(), Vec::new());
+                let (mut o1, mut o2) = (vec![0f32; hd], vec![0f32; hd]);
+                attend_head(&q, &kv, 0.125, &mut s1, &mut o1);
+                attend_head_with(
+                    &q,
+                    &kv,
+                    0.125,
+                    &mut s2,
+                    &mut o2,
+                    dot_portable,
+                    axpy_portable,
+                );
+                let worst = o1
+                    .iter()
+                    .zip(&o2)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "hd {hd} head {head}: {worst}");
+            }
+        }
     }
 
     #[test]

@@ -7,12 +7,20 @@
 //! layer, shape, rank and values, so a loaded adapter is known to fit the
 //! base model. [`LoraAdapter::id`] is a content hash that does not depend on
 //! JSON key order or storage dtype.
+//!
+//! PEFT factors follow the Hugging Face layout, but llama-architecture GGUF
+//! files hold q_proj/k_proj with their rows permuted per head (llama.cpp's
+//! converter does this for interleaved RoPE). Loading against such a base
+//! permutes the rows of those modules' `B` the same way, once; exporting
+//! and hashing undo it, so files and ids never depend on the base.
 
+mod batch;
 mod config;
 mod tensors;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -20,9 +28,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use batch::LoraBatch;
 pub use config::{AdapterConfig, MAX_CONFIG_BYTES, MAX_RANK, TargetModules};
 
-use crate::config::LlamaConfig;
+use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{Error, Result};
 use crate::testing::TestRng;
 use crate::weights::{LayerTensor, Naming};
@@ -69,10 +78,22 @@ pub struct LoraPair {
 }
 
 /// A validated LoRA adapter for one base model.
+///
+/// The factors are held in the base's runtime layout: for a base whose
+/// q_proj/k_proj rows are interleaved per head (llama GGUF,
+/// [`RopeStyle::Interleaved`]) the rows of those modules' `B` are permuted
+/// to match, so [`LoraAdapter::pair`], [`LoraAdapter::pairs`] and
+/// [`LoraAdapter::delta`] can be added straight onto the loaded weights.
+/// [`LoraAdapter::id`], [`LoraAdapter::to_peft_bytes`] and
+/// [`LoraAdapter::save`] use the canonical Hugging Face layout instead, so
+/// they are identical whichever base the adapter was loaded against.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraAdapter {
     config: AdapterConfig,
     pairs: BTreeMap<Slot, LoraPair>,
+    /// `Some(head_dim)` when the `B` rows of q_proj/k_proj are interleaved
+    /// per head of this width; `None` when they are in Hugging Face order.
+    qk_interleave: Option<usize>,
 }
 
 fn bad(msg: String) -> Error {
@@ -81,6 +102,22 @@ fn bad(msg: String) -> Error {
 
 fn slot_of(tensor: LayerTensor) -> Option<usize> {
     MODULES.iter().position(|(t, _)| *t == tensor)
+}
+
+/// Whether `slot` is a projection whose output rows RoPE rotates.
+fn is_qk((_, index): Slot) -> bool {
+    matches!(MODULES[index].0, LayerTensor::Q | LayerTensor::K)
+}
+
+/// The head width by which `base` holds its Q/K rows interleaved, or `None`
+/// when they are in Hugging Face order. Interleaved RoPE is exactly the case
+/// where llama.cpp's converter permuted those rows; Hugging Face checkpoints
+/// and Qwen2 GGUF keep the "rotate half" order PEFT trained against.
+fn qk_interleave(base: &LlamaConfig) -> Option<usize> {
+    match base.rope_style {
+        RopeStyle::Interleaved => Some(base.head_dim),
+        RopeStyle::Halves => None,
+    }
 }
 
 /// `model.layers.N.self_attn.q_proj` for a slot.
@@ -229,11 +266,20 @@ impl LoraAdapter {
             )));
         }
         let config = AdapterConfig::parse(config_json)?;
+        let qk_interleave = qk_interleave(base);
         let mut pairs = BTreeMap::new();
         for (slot, raw) in tensors::read_all(safetensors, base.n_layers)? {
-            pairs.insert(slot, build_pair(slot, raw, base, &config)?);
+            let mut pair = build_pair(slot, raw, base, &config)?;
+            if let Some(head_dim) = qk_interleave.filter(|_| is_qk(slot)) {
+                pair.b = tensors::interleave_rows(&pair.b, pair.rank, head_dim);
+            }
+            pairs.insert(slot, pair);
         }
-        Ok(Self { config, pairs })
+        Ok(Self {
+            config,
+            pairs,
+            qk_interleave,
+        })
     }
 
     /// The adapter's PEFT configuration.
@@ -241,19 +287,28 @@ impl LoraAdapter {
         &self.config
     }
 
-    /// The factors adapting `tensor` in block `layer`, if any.
+    /// Whether the q_proj/k_proj factors are held with their `B` rows
+    /// interleaved per head, matching a [`RopeStyle::Interleaved`] base.
+    pub fn qk_rows_interleaved(&self) -> bool {
+        self.qk_interleave.is_some()
+    }
+
+    /// The factors adapting `tensor` in block `layer`, if any, in the base's
+    /// runtime layout.
     pub fn pair(&self, layer: usize, tensor: LayerTensor) -> Option<&LoraPair> {
         self.pairs.get(&(layer, slot_of(tensor)?))
     }
 
-    /// Every adapted projection as `(layer, tensor, factors)`, in layer order.
+    /// Every adapted projection as `(layer, tensor, factors)`, in layer order,
+    /// in the base's runtime layout.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, LayerTensor, &LoraPair)> + '_ {
         self.pairs
             .iter()
             .map(|(&(layer, index), pair)| (layer, MODULES[index].0, pair))
     }
 
-    /// The dense update `scale · B·A`, row-major `[out_dim, in_dim]`.
+    /// The dense update `scale · B·A`, row-major `[out_dim, in_dim]`, with
+    /// rows in the base's runtime layout.
     pub fn delta(&self, layer: usize, tensor: LayerTensor) -> Option<Vec<f32>> {
         let p = self.pair(layer, tensor)?;
         let mut out = vec![0.0f32; p.out_dim * p.in_dim];
@@ -267,13 +322,20 @@ impl LoraAdapter {
         Some(out)
     }
 
-    /// `(name, [rows, cols], values)` of every tensor, sorted by name.
-    fn named_tensors(&self) -> Vec<(String, [usize; 2], &[f32])> {
+    /// `(name, [rows, cols], values)` of every tensor in Hugging Face layout,
+    /// sorted by name.
+    fn named_tensors(&self) -> Vec<(String, [usize; 2], Cow<'_, [f32]>)> {
         let mut out = Vec::with_capacity(2 * self.pairs.len());
         for (&slot, p) in &self.pairs {
             let (a_name, b_name) = tensors::pair_names(slot);
-            out.push((a_name, [p.rank, p.in_dim], p.a.as_slice()));
-            out.push((b_name, [p.out_dim, p.rank], p.b.as_slice()));
+            let b = match self.qk_interleave {
+                Some(head_dim) if is_qk(slot) => {
+                    Cow::Owned(tensors::deinterleave_rows(&p.b, p.rank, head_dim))
+                }
+                _ => Cow::Borrowed(p.b.as_slice()),
+            };
+            out.push((a_name, [p.rank, p.in_dim], Cow::Borrowed(p.a.as_slice())));
+            out.push((b_name, [p.out_dim, p.rank], b));
         }
         out.sort_by(|x, y| x.0.cmp(&y.0));
         out
@@ -281,7 +343,8 @@ impl LoraAdapter {
 
     /// Lowercase hex SHA-256 of the adapter's content: each module's rank and
     /// scale, then every tensor's name, shape and f32 values in name order.
-    /// Independent of JSON key order and of the dtype the file stored.
+    /// Independent of JSON key order, of the dtype the file stored and of the
+    /// base's Q/K row layout (values are hashed in Hugging Face layout).
     pub fn id(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"credence-lora-v1\0");
@@ -302,13 +365,14 @@ impl LoraAdapter {
             h.update(name.as_bytes());
             h.update((rows as u64).to_le_bytes());
             h.update((cols as u64).to_le_bytes());
-            h.update(tensors::f32_bytes(values));
+            h.update(tensors::f32_bytes(&values));
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The two PEFT files' contents: `(adapter_config.json, adapter_model.safetensors)`,
-    /// tensors stored as F32 so the content id survives a round trip.
+    /// tensors stored as F32 in Hugging Face layout so the content id survives
+    /// a round trip, whichever base the adapter is loaded against.
     pub fn to_peft_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let weights = tensors::write_f32(&self.named_tensors())?;
         let json = serde_json::to_vec_pretty(&self.config)
@@ -324,8 +388,8 @@ impl LoraAdapter {
             .sum()
     }
 
-    /// Writes the adapter to `dir` in PEFT layout (F32 tensors), each file
-    /// atomically; creates `dir` if needed.
+    /// Writes the adapter to `dir` in PEFT layout (F32 tensors, Hugging Face
+    /// row order), each file atomically; creates `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (json, weights) = self.to_peft_bytes()?;
@@ -336,7 +400,9 @@ impl LoraAdapter {
 
 /// A random adapter of rank `rank` on every layer's `targets`, with
 /// `lora_alpha = 2·rank`. For tests and benchmarks only: unlike PEFT's
-/// initialisation, `B` is non-zero so the adapter changes the output.
+/// initialisation, `B` is non-zero so the adapter changes the output. The
+/// random values are taken to be in `base`'s runtime layout (and marked so),
+/// so saving and reloading against `base` gives the same adapter back.
 ///
 /// # Panics
 /// If a target is not a projection (q/k/v/o/gate/up/down) or `rank` is
@@ -374,5 +440,9 @@ pub fn random_adapter(
             pairs.insert((layer, index), pair);
         }
     }
-    LoraAdapter { config, pairs }
+    LoraAdapter {
+        config,
+        pairs,
+        qk_interleave: qk_interleave(base),
+    }
 }

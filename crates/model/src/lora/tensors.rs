@@ -139,8 +139,11 @@ pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 /// Serialises `(name, shape, values)` triples as an F32 safetensors file.
-pub(super) fn write_f32(tensors: &[(String, [usize; 2], &[f32])]) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
+pub(super) fn write_f32<V: AsRef<[f32]>>(tensors: &[(String, [usize; 2], V)]) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| f32_bytes(v.as_ref()))
+        .collect();
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
         let view = TensorView::new(Dtype::F32, shape.to_vec(), data)
@@ -154,4 +157,43 @@ pub(super) fn write_f32(tensors: &[(String, [usize; 2], &[f32])]) -> Result<Vec<
 pub(super) fn pair_names(slot: Slot) -> (String, String) {
     let path = module_path(slot);
     (tensor_name(&path, true), tensor_name(&path, false))
+}
+
+/// Reorders the rows of a row-major `[rows, cols]` matrix from Hugging Face
+/// order into the order llama.cpp's GGUF converter gives Q/K rows so that
+/// RoPE can rotate adjacent pairs: within each block of `head_dim` rows, HF
+/// row `j·(head_dim/2) + i` becomes row `2i + j` (`j` in {0, 1}).
+pub(super) fn interleave_rows(values: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
+    reorder_rows(values, cols, head_dim, true)
+}
+
+/// The inverse of [`interleave_rows`]: back to Hugging Face row order.
+pub(super) fn deinterleave_rows(values: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
+    reorder_rows(values, cols, head_dim, false)
+}
+
+fn reorder_rows(values: &[f32], cols: usize, head_dim: usize, to_interleaved: bool) -> Vec<f32> {
+    // Starting from a copy keeps any rows the mapping does not cover (an odd
+    // head width's last row, a partial trailing block) where they were, so
+    // the two directions stay exact inverses whatever the shape.
+    let mut out = values.to_vec();
+    let half = head_dim / 2;
+    if cols == 0 || half == 0 {
+        return out;
+    }
+    let block = head_dim * cols;
+    for (dst, src) in out.chunks_exact_mut(block).zip(values.chunks_exact(block)) {
+        for i in 0..half {
+            for j in 0..2 {
+                let (hf, interleaved) = ((j * half + i) * cols, (2 * i + j) * cols);
+                let (to, from) = if to_interleaved {
+                    (interleaved, hf)
+                } else {
+                    (hf, interleaved)
+                };
+                dst[to..to + cols].copy_from_slice(&src[from..from + cols]);
+            }
+        }
+    }
+    out
 }

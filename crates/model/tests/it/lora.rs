@@ -142,3 +142,63 @@ fn an_adapter_for_another_model_is_rejected() {
     assert!(e.contains("does not fit this model"), "{e}");
     assert_eq!(cache.len(), 0);
 }
+
+#[test]
+fn shared_distinct_and_mixed_adapters_batch_equals_each_sequence_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(32);
+    let base = tiny_transformer(&config, GgmlType::Q8_0, 7, dir.path()).unwrap();
+    let pool = ThreadPool::new(2);
+    let shared = Arc::new(random_adapter(&config, 16, &ALL, 10));
+    let distinct: Vec<Arc<LoraAdapter>> = [(4, &ALL[..]), (8, &ALL[..3]), (2, &ALL[4..])]
+        .iter()
+        .enumerate()
+        .map(|(i, &(rank, targets))| {
+            Arc::new(random_adapter(&config, rank, targets, 20 + i as u64))
+        })
+        .collect();
+    let one = |a: &Arc<LoraAdapter>, weight| WeightedAdapter {
+        adapter: Arc::clone(a),
+        weight,
+    };
+    // Six sequences share one adapter; three use their own; two mix; one is the
+    // base. A quantised base, so the grouped path sees the integer kernels'
+    // outputs (the merged-weights test above covers the f32 definition).
+    let mut mixes: Vec<Vec<WeightedAdapter>> = (0..6).map(|_| vec![one(&shared, 1.0)]).collect();
+    mixes.extend(distinct.iter().map(|a| vec![one(a, 1.0)]));
+    mixes.push(vec![one(&shared, 0.4), one(&distinct[0], 0.6)]);
+    mixes.push(vec![one(&distinct[1], 1.5), one(&distinct[2], -0.5)]);
+    mixes.push(vec![]);
+    let history =
+        |i: usize| -> Vec<u32> { (0..(i * 3) % 7).map(|t| (t * 11 + i) as u32 % 90).collect() };
+    let new = |i: usize| -> Vec<u32> { (0..1 + i % 3).map(|t| (40 + t * 5 + i) as u32).collect() };
+
+    let mut caches: Vec<_> = mixes.iter().map(|_| base.new_cache(64)).collect();
+    for (i, (cache, mix)) in caches.iter_mut().zip(&mixes).enumerate() {
+        let h = history(i);
+        if !h.is_empty() {
+            base.forward(&pool, &mut [BatchSeq::new(&h, cache).with_adapters(mix)])
+                .unwrap();
+        }
+    }
+    let news: Vec<Vec<u32>> = (0..mixes.len()).map(new).collect();
+    let mut batch: Vec<BatchSeq<'_>> = caches
+        .iter_mut()
+        .zip(&news)
+        .zip(&mixes)
+        .map(|((cache, tokens), mix)| BatchSeq::new(tokens, cache).with_adapters(mix))
+        .collect();
+    let got = base.forward(&pool, &mut batch).unwrap();
+    for (i, mix) in mixes.iter().enumerate() {
+        let whole: Vec<u32> = history(i).into_iter().chain(news[i].clone()).collect();
+        let mut cache = base.new_cache(64);
+        let reference = base
+            .forward(
+                &pool,
+                &mut [BatchSeq::new(&whole, &mut cache).with_adapters(mix)],
+            )
+            .unwrap()
+            .remove(0);
+        assert_close(&got[i], &reference, &format!("sequence {i}"));
+    }
+}

@@ -5,6 +5,7 @@
 
 mod forward;
 mod gguf_errors;
+mod kv;
 mod lora;
 mod real_model;
 mod reference;
