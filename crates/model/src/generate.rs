@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvPool};
+use crate::kv::{KvCache, KvPool, PrefixCache};
 use crate::llama::{BatchSeq, Model, WeightedAdapter};
 use crate::sampling::Sampler;
 pub use crate::sampling::SamplingParams;
@@ -178,6 +178,25 @@ impl<'m> Generation<'m> {
     pub fn with_adapters(mut self, adapters: Vec<WeightedAdapter>) -> Self {
         self.adapters = adapters;
         self
+    }
+
+    /// Before the first step: adopts the longest prefix of the prompt that
+    /// `prefixes` recorded under the adapter-set `key` (see
+    /// [`PrefixCache::insert`]), so only the rest of the prompt is computed.
+    /// Returns the prompt tokens reused.
+    pub fn reuse_prefix(&mut self, prefixes: &mut PrefixCache, key: &str) -> usize {
+        if !self.cache.is_empty() || self.input.len() != self.prompt_tokens {
+            return 0;
+        }
+        let reused = prefixes.lookup(key, &self.input, &mut self.cache);
+        self.input.drain(..reused);
+        reused
+    }
+
+    /// Records this sequence's full KV blocks in `prefixes` under the
+    /// adapter-set `key`, for later requests sharing its beginning.
+    pub fn record_prefix(&self, prefixes: &mut PrefixCache, key: &str) {
+        prefixes.insert(key, &self.history, &self.cache);
     }
 
     /// This sequence's share of the next forward step.

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use credence_model::chat::ChatMessage;
-use credence_model::generate::{GenerateParams, SamplingParams, generate};
+use credence_model::generate::{GenerateParams, Generation, SamplingParams, generate};
+use credence_model::kv::PrefixCache;
 use credence_model::llama::{BatchSeq, Model};
 use credence_model::threadpool::ThreadPool;
 
@@ -175,4 +176,67 @@ fn batched_decode_matches_single_stream() {
             .fold(0f32, f32::max);
         assert!(d < 1e-3, "batched logits differ by {d}");
     }
+}
+
+/// Runs a generation to its end and returns its text.
+fn finish(m: &Model, pool: &ThreadPool, mut g: Generation<'_>) -> String {
+    while g.finished().is_none() {
+        let mut logits = m.forward(pool, &mut [g.next_input()]).unwrap();
+        g.accept(&mut logits[0]).unwrap();
+    }
+    g.output().text
+}
+
+#[test]
+fn pooled_generation_with_a_reused_prefix_matches_a_fresh_one() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let system = "You are a helpful assistant who answers in one short sentence.";
+    let ids = |question: &str| {
+        let msgs = [
+            ChatMessage::new("system", system),
+            ChatMessage::new("user", question),
+        ];
+        let text = m.chat_template().unwrap().render(&msgs, true).unwrap();
+        m.tokenizer().encode(&text, false).unwrap()
+    };
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 12,
+        ..GenerateParams::default()
+    };
+    let kv = m.new_pool(256 << 20);
+    let mut prefixes = PrefixCache::new(&kv, 1024);
+    let first = ids("What is the capital of France?");
+    let mut g = Generation::in_pool(m, &first, &params, &kv).unwrap();
+    let mut logits = m.forward(&pool, &mut [g.next_input()]).unwrap();
+    g.accept(&mut logits[0]).unwrap();
+    g.record_prefix(&mut prefixes, "");
+    finish(m, &pool, g);
+
+    let second = ids("What is the capital of Italy?");
+    let fresh = finish(m, &pool, Generation::new(m, &second, &params).unwrap());
+    let mut g = Generation::in_pool(m, &second, &params, &kv).unwrap();
+    let reused = g.reuse_prefix(&mut prefixes, "");
+    assert!(
+        reused >= 16,
+        "the shared system prompt is reused ({reused} tokens)"
+    );
+    assert_eq!(finish(m, &pool, g), fresh);
+
+    prefixes.clear();
+    assert_eq!(
+        kv.used_bytes(),
+        0,
+        "finished generations return their blocks"
+    );
+    // A pool too small for the prompt refuses it up front.
+    let tiny = m.new_pool(kv.block_bytes());
+    let e = Generation::in_pool(m, &second, &params, &tiny)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, credence_model::Error::KvExhausted { .. }),
+        "{e}"
+    );
 }
