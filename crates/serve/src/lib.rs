@@ -17,6 +17,10 @@
 //!   A dropped client drops its event receiver, which stops its generation.
 //! * All failures are [`ApiError`]s, turned into OpenAI-style error JSON in one
 //!   place ([`error`]).
+//! * A request naming an adapter gets it from the tiered store ([`adapters`]:
+//!   object store → RAM cache under a byte budget → the running sequence),
+//!   loaded just in time; adapter management, API keys for writes and the
+//!   Prometheus counters ([`metrics`]) live in `admin`.
 //!
 //! This crate knows the model crate's public API and nothing about where the
 //! model came from, configuration files or the command line; that is the node's
