@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 /// Default RAM budget for decoded adapters (MiB).
 pub const DEFAULT_ADAPTER_CACHE_MIB: usize = 1024;
+/// Default RAM budget for the KV cache (MiB).
+pub const DEFAULT_KV_CACHE_MIB: usize = 1024;
 /// Default cap on an adapter upload (MiB).
 pub const DEFAULT_MAX_ADAPTER_UPLOAD_MIB: usize = 256;
 
@@ -68,6 +70,11 @@ pub struct NodeConfig {
     #[arg(long, default_value_t = DEFAULT_ADAPTER_CACHE_MIB)]
     pub adapter_cache_mib: usize,
 
+    /// RAM budget for the KV cache shared by running sequences, in MiB;
+    /// requests wait (or get 429) when it is spent.
+    #[arg(long, default_value_t = DEFAULT_KV_CACHE_MIB)]
+    pub kv_cache_mib: usize,
+
     /// Largest adapter upload in MiB; larger uploads get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_ADAPTER_UPLOAD_MIB)]
     pub max_adapter_upload_mib: usize,
@@ -89,6 +96,7 @@ impl Default for NodeConfig {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             home: None,
             adapter_cache_mib: DEFAULT_ADAPTER_CACHE_MIB,
+            kv_cache_mib: DEFAULT_KV_CACHE_MIB,
             max_adapter_upload_mib: DEFAULT_MAX_ADAPTER_UPLOAD_MIB,
             api_keys: Vec::new(),
         }
@@ -138,7 +146,7 @@ impl NodeConfig {
         };
         override_explicit!(config, cli, matches;
             listen, model, threads, queue_size, max_body_bytes, default_max_tokens, home,
-            adapter_cache_mib, max_adapter_upload_mib, api_keys);
+            adapter_cache_mib, kv_cache_mib, max_adapter_upload_mib, api_keys);
         config.validate()?;
         Ok(config)
     }
@@ -175,6 +183,12 @@ impl NodeConfig {
         if !(1..=1 << 20).contains(&self.adapter_cache_mib) {
             return Err(Error::config(
                 "adapter_cache_mib",
+                "must be between 1 MiB and 1 TiB",
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.kv_cache_mib) {
+            return Err(Error::config(
+                "kv_cache_mib",
                 "must be between 1 MiB and 1 TiB",
             ));
         }

@@ -254,6 +254,21 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         engine.capacity(),
     );
+    let kv = engine.kv_stats();
+    gauge(
+        &mut out,
+        "credence_kv_cache_bytes",
+        "Bytes of KV blocks held by running sequences.",
+        "gauge",
+        kv.used_bytes,
+    );
+    gauge(
+        &mut out,
+        "credence_kv_cache_budget_bytes",
+        "RAM budget of the KV cache.",
+        "gauge",
+        kv.budget_bytes,
+    );
     let adapters = state.adapters();
     let stats = adapters.cache_stats();
     let (bytes, resident, budget) = adapters.cache_usage();

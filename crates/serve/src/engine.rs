@@ -16,12 +16,14 @@
 //! A panic inside a step is caught and reported as an internal error to the
 //! requests in that step; the thread keeps serving the queue.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use credence_model::generate::{GenerateParams, Generation, GenerationOutput};
+use credence_model::kv::{KvPool, KvPoolStats};
 use credence_model::llama::{Model, WeightedAdapter};
 use credence_model::threadpool::ThreadPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -89,14 +91,22 @@ impl Job {
 #[derive(Debug)]
 pub struct Engine {
     queue: mpsc::SyncSender<Job>,
+    kv: KvPool,
     capacity: usize,
     queued: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
 }
 
 impl Engine {
-    /// Starts the engine thread with a queue of `capacity` waiting jobs.
-    pub fn start(model: Arc<Model>, pool: ThreadPool, capacity: usize) -> std::io::Result<Self> {
+    /// Starts the engine thread with a queue of `capacity` waiting jobs and
+    /// a KV cache of at most `kv_bytes` shared by all running sequences.
+    pub fn start(
+        model: Arc<Model>,
+        pool: ThreadPool,
+        capacity: usize,
+        kv_bytes: usize,
+    ) -> std::io::Result<Self> {
+        let kv = model.new_pool(kv_bytes);
         let capacity = capacity.max(1);
         let (queue, jobs) = mpsc::sync_channel::<Job>(capacity);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -104,6 +114,7 @@ impl Engine {
         let worker = Worker {
             model,
             pool,
+            kv: kv.clone(),
             jobs,
             queued: Arc::clone(&queued),
         };
@@ -116,6 +127,7 @@ impl Engine {
             })?;
         Ok(Self {
             queue,
+            kv,
             capacity,
             queued,
             alive,
@@ -145,6 +157,11 @@ impl Engine {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Occupancy of the KV cache shared by the running sequences.
+    pub fn kv_stats(&self) -> KvPoolStats {
+        self.kv.stats()
+    }
+
     /// The queue's capacity.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -162,6 +179,7 @@ pub const MAX_BATCH: usize = 16;
 struct Worker {
     model: Arc<Model>,
     pool: ThreadPool,
+    kv: KvPool,
     jobs: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
 }
@@ -179,37 +197,59 @@ impl Worker {
     fn run(self) {
         tracing::debug!(threads = self.pool.threads(), "engine thread started");
         let mut active: Vec<Active<'_>> = Vec::new();
-        while self.admit(&mut active) {
+        let mut deferred: VecDeque<Job> = VecDeque::new();
+        while self.admit(&mut active, &mut deferred) {
             self.step(&mut active);
         }
         tracing::debug!("engine thread stopped");
     }
 
-    /// Adds queued jobs up to [`MAX_BATCH`], blocking while idle; false once
-    /// the queue is closed and nothing is left to run.
-    fn admit<'m>(&'m self, active: &mut Vec<Active<'m>>) -> bool {
-        while active.is_empty() {
-            match self.jobs.recv() {
-                Ok(job) => self.start(job, active),
-                Err(_) => return false,
+    /// Adds jobs up to [`MAX_BATCH`]: first those deferred for lack of KV
+    /// space, then queued ones; blocks while idle. False once the queue is
+    /// closed and nothing is left to run.
+    fn admit<'m>(&'m self, active: &mut Vec<Active<'m>>, deferred: &mut VecDeque<Job>) -> bool {
+        while active.len() < MAX_BATCH {
+            let Some(job) = deferred.pop_front() else {
+                break;
+            };
+            if let Some(job) = self.start(job, active) {
+                deferred.push_front(job);
+                break;
             }
         }
-        while active.len() < MAX_BATCH {
-            match self.jobs.try_recv() {
-                Ok(job) => self.start(job, active),
-                Err(_) => break,
+        while active.is_empty() {
+            let Ok(job) = self.jobs.recv() else {
+                return false;
+            };
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(job) = self.start(job, active) {
+                deferred.push_back(job);
+            }
+        }
+        while active.len() < MAX_BATCH && deferred.is_empty() {
+            let Ok(job) = self.jobs.try_recv() else {
+                break;
+            };
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(job) = self.start(job, active) {
+                deferred.push_back(job);
             }
         }
         true
     }
 
-    fn start<'m>(&'m self, mut job: Job, active: &mut Vec<Active<'m>>) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+    /// Starts `job`, or hands it back when the KV cache cannot hold its
+    /// prompt while other sequences run (it waits for them to finish). With
+    /// nothing running, such a job can never fit and fails instead.
+    fn start<'m>(&'m self, mut job: Job, active: &mut Vec<Active<'m>>) -> Option<Job> {
         if job.events.is_closed() {
             tracing::debug!("client left before its generation started; skipping");
-            return;
+            return None;
         }
-        match Generation::new(&self.model, &job.prompt, &job.params) {
+        match Generation::in_pool(&self.model, &job.prompt, &job.params, &self.kv) {
+            Err(credence_model::Error::KvExhausted { .. }) if !active.is_empty() => {
+                return Some(job);
+            }
             Ok(generation) => active.push(Active {
                 // The generation holds the only engine-side reference, so an
                 // adapter counts as in use exactly while a sequence runs.
@@ -224,12 +264,24 @@ impl Worker {
                     .send(Event::Failed(ApiError::from_model(error, job.prompt_param)));
             }
         }
+        None
     }
 
     /// One forward step for every active sequence, then retire finished ones.
     fn step(&self, active: &mut Vec<Active<'_>>) {
         match catch_unwind(AssertUnwindSafe(|| self.forward_and_sample(active))) {
             Ok(Ok(())) => {}
+            // The step reserves KV space before computing anything, so it
+            // can be retried: the newest sequence gives way to the others.
+            Ok(Err(error @ credence_model::Error::KvExhausted { .. })) => {
+                if let Some(newest) = active.pop() {
+                    tracing::warn!(%error, "KV cache full; stopping the newest sequence");
+                    let _ = newest.job.events.send(Event::Failed(ApiError::from_model(
+                        error,
+                        newest.job.prompt_param,
+                    )));
+                }
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "forward step failed");
                 fail_all(active, |_| {

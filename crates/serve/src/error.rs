@@ -81,6 +81,19 @@ pub enum ApiError {
         /// The cache's budget.
         budget: usize,
     },
+    /// The KV cache budget cannot hold this sequence now.
+    #[error(
+        "the KV cache is full ({budget} bytes; {free} free, {needed} needed); retry later or \
+         shorten the request"
+    )]
+    KvCacheFull {
+        /// Bytes the sequence needed.
+        needed: usize,
+        /// Bytes free.
+        free: usize,
+        /// The pool's budget.
+        budget: usize,
+    },
     /// A write endpoint was called without a valid API key.
     #[error("this endpoint needs a valid API key in `Authorization: Bearer <key>`")]
     Unauthorized,
@@ -110,7 +123,9 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidAdapter(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QueueFull { .. } | Self::AdapterCacheFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::AdapterCacheFull { .. } | Self::KvCacheFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::EngineUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,6 +146,7 @@ impl ApiError {
             Self::InvalidAdapter(_) => ("invalid_request_error", Some("invalid_adapter")),
             Self::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
             Self::AdapterCacheFull { .. } => ("rate_limit_error", Some("adapter_cache_full")),
+            Self::KvCacheFull { .. } => ("rate_limit_error", Some("kv_cache_full")),
             Self::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             Self::EngineUnavailable => ("server_error", Some("engine_unavailable")),
             Self::Internal(_) => ("server_error", None),
@@ -179,6 +195,15 @@ impl ApiError {
             },
             // A template or tokenizer failure is caused by what the caller sent.
             E::ChatTemplate(problem) => Self::invalid(prompt_param, problem),
+            E::KvExhausted {
+                needed,
+                free,
+                budget,
+            } => Self::KvCacheFull {
+                needed,
+                free,
+                budget,
+            },
             other => Self::Internal(other.to_string()),
         }
     }
@@ -312,6 +337,16 @@ mod tests {
                 429,
                 "rate_limit_error",
                 Some("adapter_cache_full"),
+            ),
+            (
+                ApiError::KvCacheFull {
+                    needed: 2,
+                    free: 1,
+                    budget: 4,
+                },
+                429,
+                "rate_limit_error",
+                Some("kv_cache_full"),
             ),
             (
                 ApiError::Unauthorized,

@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub adapter_dir: Option<std::path::PathBuf>,
     /// RAM budget for decoded adapters, in bytes.
     pub adapter_cache_bytes: usize,
+    /// RAM budget for the KV cache shared by all running sequences, in bytes.
+    pub kv_cache_bytes: usize,
     /// Largest adapter upload (`POST /v1/adapters` body) in bytes.
     pub max_adapter_upload_bytes: usize,
     /// Keys accepted in `Authorization: Bearer …` by the write endpoints
@@ -85,6 +87,7 @@ impl Default for ServeConfig {
             default_max_tokens: 512,
             adapter_dir: None,
             adapter_cache_bytes: 1 << 30,
+            kv_cache_bytes: 1 << 30,
             max_adapter_upload_bytes: 256 << 20,
             api_keys: Vec::new(),
         }
@@ -123,6 +126,7 @@ impl AppState {
             Arc::clone(&model),
             ThreadPool::new(threads),
             config.queue_capacity,
+            config.kv_cache_bytes,
         )?;
         Ok(Self {
             inner: Arc::new(Shared {

@@ -437,3 +437,53 @@ async fn concurrent_requests_are_batched_without_changing_answers() {
         assert_eq!(&json(bytes)["choices"][0]["text"], expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_returns_its_kv_blocks() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let state = new_state(test_config());
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "stream": true, "ignore_eos": true});
+    let request = axum::http::Request::post("/v1/completions")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = credence_serve::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let mut stream = response.into_body();
+    stream.frame().await.unwrap().unwrap();
+    assert!(
+        state.engine().kv_stats().used_bytes > 0,
+        "the running sequence holds blocks"
+    );
+    drop(stream);
+    for _ in 0..200 {
+        if state.engine().kv_stats().used_bytes == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("KV blocks still held: {:?}", state.engine().kv_stats());
+}
+
+#[tokio::test]
+async fn a_prompt_larger_than_the_kv_budget_is_429() {
+    let state = new_state(ServeConfig {
+        kv_cache_bytes: 1 << 20,
+        ..test_config()
+    });
+    let prompt = "word ".repeat(200);
+    let (status, body) = crate::send(
+        &state,
+        "POST",
+        "/v1/completions",
+        json!({"prompt": prompt, "max_tokens": 4})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "kv_cache_full");
+}
