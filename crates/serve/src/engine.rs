@@ -13,6 +13,12 @@
 //! fails, and the generation callback returns `Break`, so an abandoned request
 //! stops costing compute within one token.
 //!
+//! Every sequence's KV cache is drawn from one [`KvPool`] with a byte budget.
+//! A job whose prompt does not fit waits (ahead of the queue) until running
+//! sequences finish; if nothing runs it can never fit and gets 429
+//! `kv_cache_full`. A step that cannot reserve room for its new tokens fails
+//! before computing anything, and the newest sequence gives way.
+//!
 //! A panic inside a step is caught and reported as an internal error to the
 //! requests in that step; the thread keeps serving the queue.
 
