@@ -319,6 +319,20 @@ impl Transformer {
             )));
         }
         let c = &self.config;
+        // Q/K factors are held in the row order of the base they were loaded
+        // against; on a base with the other RoPE layout they would be wrong.
+        let interleaved = c.rope_style == crate::config::RopeStyle::Interleaved;
+        let adapts_qk = wa
+            .adapter
+            .pairs()
+            .any(|(_, t, _)| matches!(t, LayerTensor::Q | LayerTensor::K));
+        if adapts_qk && wa.adapter.qk_rows_interleaved() != interleaved {
+            return Err(Error::Adapter(format!(
+                "adapter {} was loaded for a model with a different q/k row layout; load it \
+                 against this model's config",
+                wa.adapter.id()
+            )));
+        }
         for (layer, tensor, pair) in wa.adapter.pairs() {
             let (in_dim, out_dim) = projection_dims(c, tensor);
             if layer >= c.n_layers || (pair.in_dim, pair.out_dim) != (in_dim, out_dim) {

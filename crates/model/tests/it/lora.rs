@@ -144,6 +144,41 @@ fn an_adapter_for_another_model_is_rejected() {
 }
 
 #[test]
+fn an_adapter_loaded_for_the_other_qk_layout_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_transformer(&tiny_config(32), GgmlType::F32, 5, dir.path()).unwrap();
+    let mut other = base.config().clone();
+    other.rope_style = match other.rope_style {
+        credence_model::config::RopeStyle::Interleaved => credence_model::config::RopeStyle::Halves,
+        _ => credence_model::config::RopeStyle::Interleaved,
+    };
+    let mismatched = [WeightedAdapter {
+        adapter: Arc::new(random_adapter(&other, 4, &[LayerTensor::Q], 1)),
+        weight: 1.0,
+    }];
+    let mut cache = base.new_cache(8);
+    let e = base
+        .forward(
+            &ThreadPool::new(1),
+            &mut [BatchSeq::new(&[1], &mut cache).with_adapters(&mismatched)],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("q/k row layout"), "{e}");
+    // Adapters that leave q and k alone do not depend on the layout.
+    let v_only = [WeightedAdapter {
+        adapter: Arc::new(random_adapter(&other, 4, &[LayerTensor::V], 1)),
+        weight: 1.0,
+    }];
+    let mut cache = base.new_cache(8);
+    base.forward(
+        &ThreadPool::new(1),
+        &mut [BatchSeq::new(&[1], &mut cache).with_adapters(&v_only)],
+    )
+    .unwrap();
+}
+
+#[test]
 fn shared_distinct_and_mixed_adapters_batch_equals_each_sequence_alone() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config(32);
