@@ -21,11 +21,13 @@ fn config() -> ChainConfig {
 }
 
 /// The child side: opens the chain and sends transfers forever, printing each
-/// hash only after `send` returned (i.e. after the block hit the disk).
+/// hash only after `send` returned (i.e. after the block hit the disk). In a
+/// normal test run (no `CHILD_DIR`) it returns at once.
 #[test]
-#[ignore = "run as a child process by sigkill_never_loses_a_confirmed_transaction"]
 fn child_writer() {
-    let dir = std::env::var(CHILD_DIR).expect("child needs its directory");
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
     let chain = Chain::open(Path::new(&dir), &config()).unwrap();
     let (from, to) = (
         chain.dev_wallets()[1].clone(),
@@ -49,7 +51,6 @@ fn run_and_kill(dir: &Path, after: Option<usize>, delay: Duration) -> Vec<B256> 
         .args([
             "--exact",
             "durability::child_writer",
-            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
