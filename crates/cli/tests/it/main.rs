@@ -2,10 +2,10 @@
 
 mod remote;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn credence() -> Command {
@@ -15,6 +15,21 @@ fn credence() -> Command {
 }
 
 /// The SmolLM2-135M-Instruct GGUF: `$CREDENCE_MODEL_GGUF`, else the node's cache.
+/// Reads a starting `credence node`'s log until it says where it listens;
+/// returns the address and the rest of the log.
+fn listening_addr(child: &mut Child) -> (String, Lines<BufReader<ChildStderr>>) {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines.next().expect("node exited early").expect("utf-8 log");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            return (rest.trim().to_owned(), lines);
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    }
+}
+
 fn model_path() -> PathBuf {
     if let Some(path) = std::env::var_os("CREDENCE_MODEL_GGUF") {
         return PathBuf::from(path);
@@ -154,16 +169,7 @@ fn node_serves_until_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = lines.next().expect("node exited early").expect("utf-8 log");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no listening line");
-    };
+    let (addr, _log) = listening_addr(&mut child); // keeps the log pipe open
 
     let mut stream = TcpStream::connect(&addr).expect("connect");
     stream

@@ -1,15 +1,14 @@
 //! `credence adapter …` and `credence chat` against a `credence node` process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use credence_model::llama::Model;
 use credence_model::lora::random_adapter;
 use credence_model::weights::LayerTensor;
 
-use super::{credence, model_path};
+use super::{credence, listening_addr, model_path};
 
 const KEY: &str = "cr-cli-test-key-0123456789ab";
 
@@ -31,16 +30,7 @@ impl NodeProcess {
             .stdout(Stdio::null())
             .spawn()
             .expect("starts");
-        let stderr = child.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            let line = lines.next().expect("node exited early").expect("utf-8 log");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.trim().to_owned();
-            }
-            assert!(Instant::now() < deadline, "no listening line");
-        };
+        let (addr, lines) = listening_addr(&mut child);
         // Keep draining the log so the node never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Self {
