@@ -113,8 +113,13 @@ impl AdapterRegistry {
         }
         let base = self.base.clone();
         let (adapter, id, files) = tokio::task::spawn_blocking(move || {
-            let adapter = LoraAdapter::from_bytes(&config_json, &safetensors, &base)
-                .map_err(|e| ApiError::InvalidAdapter(e.to_string()))?;
+            let adapter = LoraAdapter::from_bytes(&config_json, &safetensors, &base).map_err(
+                |e| match e {
+                    // Its message already says "invalid adapter"; keep the detail only.
+                    credence_model::Error::Adapter(detail) => ApiError::InvalidAdapter(detail),
+                    other => ApiError::InvalidAdapter(other.to_string()),
+                },
+            )?;
             let id = adapter.id();
             let (config, weights) = adapter
                 .to_peft_bytes()
