@@ -34,6 +34,13 @@ pub(crate) struct ChatArgs {
     /// Random seed for reproducible sampling.
     #[arg(long)]
     seed: Option<u64>,
+    /// Pay for calls to priced adapters: sign a voucher with each turn
+    /// allowing up to this much OPEN beyond what has been spent.
+    #[arg(long, value_name = "OPEN")]
+    pay: Option<String>,
+    /// Pay with dev account N of the public dev mnemonic instead of <home>/wallet.key.
+    #[arg(long, value_name = "N", requires = "pay")]
+    dev_account: Option<u32>,
 }
 
 /// What one input line asks for.
@@ -86,6 +93,16 @@ impl Conversation {
 pub(crate) fn run(args: &ChatArgs) -> Result<()> {
     let (model, params) = request_target(args)?;
     let client = NodeClient::from_config(&args.connect)?;
+    let payer = match &args.pay {
+        None => None,
+        Some(allowance) => {
+            let wallet = crate::pay::wallet(args.connect.home.as_deref(), args.dev_account)?
+                .context(
+                    "--pay needs a wallet: run `credence wallet new`, or pass --dev-account N",
+                )?;
+            Some(crate::pay::Payer::new(&client, wallet, allowance)?)
+        }
+    };
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     if interactive {
@@ -114,7 +131,12 @@ pub(crate) fn run(args: &ChatArgs) -> Result<()> {
                 }
             }
             Input::Say(text) => {
-                match answer(&client, &mut conversation, text, model.as_deref(), &params) {
+                let turn = Turn {
+                    model: model.as_deref(),
+                    params: &params,
+                    payer: payer.as_ref(),
+                };
+                match answer(&client, &mut conversation, text, &turn) {
                     Ok(ControlFlow::Continue(())) => {}
                     Ok(ControlFlow::Break(())) => break,
                     // At a prompt the user can fix the cause (start the node) and go on.
@@ -136,9 +158,19 @@ fn answer(
     client: &NodeClient,
     conversation: &mut Conversation,
     text: &str,
-    model: Option<&str>,
-    params: &ChatParams,
+    turn: &Turn<'_>,
 ) -> Result<ControlFlow<()>> {
+    let (model, params) = (turn.model, turn.params);
+    let paying;
+    let client = match turn.payer {
+        Some(payer) => {
+            paying = client
+                .clone()
+                .with_voucher(Some(payer.next_voucher(client)?));
+            &paying
+        }
+        None => client,
+    };
     conversation.messages.push(ChatMessage::new("user", text));
     let mut stdout = std::io::stdout().lock();
     let result = client.chat_stream(model, &conversation.messages, params, &mut |delta| {
@@ -161,10 +193,20 @@ fn answer(
     if reply.abandoned || writeln!(stdout).and_then(|()| stdout.flush()).is_err() {
         return Ok(ControlFlow::Break(()));
     }
+    if let Some(receipt) = &reply.receipt {
+        eprintln!("(receipt {receipt})");
+    }
     conversation
         .messages
         .push(ChatMessage::new("assistant", reply.text));
     Ok(ControlFlow::Continue(()))
+}
+
+/// What every turn of one chat sends.
+struct Turn<'a> {
+    model: Option<&'a str>,
+    params: &'a ChatParams,
+    payer: Option<&'a crate::pay::Payer>,
 }
 
 /// `model` and the composition to request: one adapter without a weight is

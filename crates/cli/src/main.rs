@@ -6,8 +6,12 @@
 
 mod adapter;
 mod bench_serve;
+mod chain;
 mod chat;
 mod datanet;
+mod gov;
+mod pay;
+mod wallet;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -56,6 +60,25 @@ enum Command {
         #[command(flatten)]
         common: datanet::Common,
     },
+    /// The ledger: chain status, dev accounts, deploying the contracts.
+    Chain {
+        #[command(subcommand)]
+        command: chain::ChainCommand,
+        #[command(flatten)]
+        connect: chain::Connect,
+    },
+    /// The signing key used by chain commands (<home>/wallet.key).
+    Wallet(wallet::WalletArgs),
+    /// Deposit OPEN into the payment escrow (approve + deposit).
+    Deposit(chain::AmountArgs),
+    /// Stake OPEN (approve + stake).
+    Stake(chain::AmountArgs),
+    /// Start unstaking (a cooldown), or release a cooled-down stake with --complete.
+    Unstake(chain::UnstakeArgs),
+    /// Governance: propose, vote, check a proposal's state.
+    Gov(gov::GovArgs),
+    /// Claim earnings (from data, adapters) with a proof from the node.
+    Claim(pay::ClaimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +222,13 @@ fn run() -> Result<()> {
         Command::Adapter(args) => adapter::run(&args)?,
         Command::Chat(args) => chat::run(&args)?,
         Command::Datanet { command, common } => datanet::run(command, &common)?,
+        Command::Chain { command, connect } => chain::run(&command, &connect)?,
+        Command::Wallet(args) => wallet::run(&args)?,
+        Command::Deposit(args) => chain::deposit(&args)?,
+        Command::Stake(args) => chain::stake(&args)?,
+        Command::Unstake(args) => chain::unstake(&args)?,
+        Command::Gov(args) => gov::run(&args)?,
+        Command::Claim(args) => pay::claim(&args)?,
     }
     Ok(())
 }

@@ -29,8 +29,9 @@ pub enum Error {
     /// fees, chain id…); the message follows geth's wording.
     #[error("{0}")]
     Rejected(String),
-    /// The call or transaction reverted; `output` is the revert data.
-    #[error("execution reverted")]
+    /// The call or transaction reverted; `output` is the revert data (the
+    /// message names the contract error when it is one of ours).
+    #[error("execution reverted{}", describe_revert(output))]
     Reverted {
         /// ABI-encoded revert reason or custom error.
         output: Bytes,
@@ -47,6 +48,29 @@ pub enum Error {
     /// The EVM reported an internal failure.
     #[error("evm failure: {0}")]
     Evm(String),
+    /// A JSON-RPC endpoint answered with an error object (code and message as
+    /// the server sent them; `data` is whatever extra it attached).
+    #[error("JSON-RPC error {code}: {message}")]
+    Rpc {
+        /// The JSON-RPC error code, e.g. -32000.
+        code: i64,
+        /// The server's message.
+        message: String,
+        /// The server's `data`, if any.
+        data: Option<serde_json::Value>,
+    },
+    /// The endpoint could not be reached or its answer was not JSON-RPC.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The endpoint's answer was JSON-RPC but not the shape the method promises.
+    #[error("unexpected response: {0}")]
+    BadResponse(String),
+    /// A transaction was asked for from a client that has no signing key.
+    #[error("no signer: this operation sends a transaction and needs a wallet")]
+    NoSigner,
+    /// Bad user input (an amount, a key file, a deployment file…).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The crate's result alias.
@@ -60,4 +84,50 @@ impl Error {
             source,
         }
     }
+}
+
+/// `": <reason>"` for revert data the protocol's ABIs can decode: a
+/// `require` message, a panic, or a custom error with its arguments.
+fn describe_revert(output: &Bytes) -> String {
+    use alloy_sol_types::{Panic, Revert, SolError, SolInterface};
+
+    use crate::contracts::{
+        attribution_distributor::AttributionDistributor::AttributionDistributorErrors as A,
+        contribution_votes::ContributionVotes::ContributionVotesErrors as V,
+        credence_governor::CredenceGovernor::CredenceGovernorErrors as G,
+        credence_timelock::CredenceTimelock::CredenceTimelockErrors as T,
+        datanet_registry::DatanetRegistry::DatanetRegistryErrors as D,
+        model_registry::ModelRegistry::ModelRegistryErrors as M,
+        open_token::OpenToken::OpenTokenErrors as O,
+        payment_escrow::PaymentEscrow::PaymentEscrowErrors as P,
+        staking::Staking::StakingErrors as S,
+    };
+
+    if output.is_empty() {
+        return String::new();
+    }
+    if let Ok(r) = Revert::abi_decode(output) {
+        return format!(": {}", r.reason);
+    }
+    if let Ok(p) = Panic::abi_decode(output) {
+        return format!(": panic {p:?}");
+    }
+    // `Debug` of an error enum is `Name(Name { fields })`; the inner part
+    // alone reads better.
+    let shown = |debug: String| {
+        let inner = debug
+            .split_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(str::to_owned);
+        format!(": {}", inner.unwrap_or(debug))
+    };
+    macro_rules! try_decode {
+        ($($e:ident),*) => {$(
+            if let Ok(e) = $e::abi_decode(output) {
+                return shown(format!("{e:?}"));
+            }
+        )*};
+    }
+    try_decode!(P, S, A, D, M, O, G, T, V);
+    format!(" (data {output})")
 }

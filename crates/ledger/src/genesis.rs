@@ -1,15 +1,23 @@
 //! The chain's fixed starting point: parameters, funded dev accounts, and the
-//! transactions that deploy and wire the contracts on a fresh chain.
+//! transactions that deploy and wire the contracts.
 //!
-//! Deployment is ordinary signed transactions from dev account 0, mined one
-//! block each, so they are logged, replayed and visible to explorers like any
-//! other. Contract addresses follow from the deployer's nonces, so they are
-//! known before deployment and identical on every fresh chain.
+//! Deployment is ordinary signed transactions, mined one block each, so they
+//! are logged, replayed and visible to explorers like any other. Contract
+//! addresses follow from the deployer's nonces, so they are known before
+//! deployment and identical on every fresh chain.
+//!
+//! One list of transactions ([`protocol_steps`]) serves both places that
+//! deploy: the embedded chain signs it from dev account 0 at genesis (and then
+//! hands OPEN to the other dev accounts), and [`deploy`] sends it through a
+//! [`Client`] to any external chain.
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::{SolCall, SolConstructor};
 use serde::{Deserialize, Serialize};
 
+use crate::{Error, Result};
+
+use crate::client::Client;
 use crate::contracts::{
     AttributionDistributor, ContributionVotes, CredenceGovernor, CredenceTimelock, DatanetRegistry,
     ModelRegistry, OpenToken, PaymentEscrow, Staking,
@@ -113,11 +121,13 @@ pub(crate) struct GenesisFile {
     pub alloc: Vec<(Address, U256)>,
 }
 
-/// Where the genesis contracts live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where the protocol contracts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
-    /// Dev account 0, which deployed everything.
+    /// The account that deployed everything (dev account 0 on the embedded
+    /// chain). It starts as the distributor's poster and guardian and as the
+    /// cVOTE minter.
     pub deployer: Address,
     /// `OpenToken` (OPEN).
     pub token: Address,
@@ -140,27 +150,69 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// The addresses deployment from `deployer` produces (nonce order of `steps`).
+    /// The addresses deployment from a fresh `deployer` produces (genesis).
     pub fn for_deployer(deployer: Address) -> Self {
+        Self::at_nonce(deployer, 0)
+    }
+
+    /// The addresses [`protocol_steps`] produce when its first transaction is
+    /// sent with the deployer's nonce `nonce` (step `i` uses `nonce + i`).
+    pub fn at_nonce(deployer: Address, nonce: u64) -> Self {
+        let at = |i: u64| deployer.create(nonce + i);
         Self {
             deployer,
-            token: deployer.create(0),
-            timelock: deployer.create(1),
-            votes: deployer.create(2),
-            governor: deployer.create(3),
-            datanets: deployer.create(7),
-            models: deployer.create(8),
-            escrow: deployer.create(9),
-            distributor: deployer.create(10),
-            staking: deployer.create(11),
+            token: at(0),
+            timelock: at(1),
+            votes: at(2),
+            governor: at(3),
+            datanets: at(7),
+            models: at(8),
+            escrow: at(9),
+            distributor: at(10),
+            staking: at(11),
         }
     }
 }
 
-/// One genesis transaction: a creation (`to == None`) or a call.
-#[derive(Debug, Clone)]
-pub(crate) struct Step {
+/// A deployment together with the chain it is on: what a node saves (e.g. as
+/// `$CREDENCE_HOME/deployment.json`) after deploying to an external chain,
+/// and what the embedded chain's `credence_deployment` RPC method returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainDeployment {
+    /// EIP-155 chain id the contracts live on.
+    pub chain_id: u64,
+    /// First block to scan for the contracts' events.
+    pub start_block: u64,
+    /// The contract addresses.
+    #[serde(flatten)]
+    pub contracts: Deployment,
+}
+
+impl ChainDeployment {
+    /// Writes the file atomically (temporary file, fsync, rename), so a crash
+    /// never leaves a half-written deployment behind.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        crate::chain::write_json_atomic(path, self)
+    }
+
+    /// Reads a file written by [`ChainDeployment::save`].
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("{}: not a deployment file: {e}", path.display())))
+    }
+}
+
+/// One deployment transaction: a creation (`to == None`) or a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The called contract, or `None` to create one.
     pub to: Option<Address>,
+    /// Calldata, or creation code followed by the constructor arguments.
     pub data: Bytes,
 }
 
@@ -180,11 +232,29 @@ fn call(to: Address, call: impl SolCall) -> Step {
     }
 }
 
-/// The deployment transactions; step `i` is sent with the deployer's nonce `i`,
-/// which is how a restart knows which steps already ran.
+/// The genesis transactions: the protocol, then OPEN for each dev account
+/// but the first. Step `i` is sent with the deployer's nonce `i`, which is how
+/// a restart knows which steps already ran.
 pub(crate) fn steps(d: &Deployment, p: &ProtocolParams, dev: &[Address]) -> Vec<Step> {
+    let mut steps = protocol_steps(d, p);
+    for &to in dev.iter().skip(1) {
+        steps.push(call(
+            d.token,
+            OpenToken::transferCall {
+                to,
+                value: p.dev_token_grant,
+            },
+        ));
+    }
+    steps
+}
+
+/// The transactions that deploy and wire the protocol at the addresses in
+/// `d` (see [`Deployment::at_nonce`]), to be sent in order from `d.deployer`
+/// with consecutive nonces.
+pub fn protocol_steps(d: &Deployment, p: &ProtocolParams) -> Vec<Step> {
     let role = |name: &str| keccak256(name.as_bytes());
-    let mut steps = vec![
+    vec![
         create(
             &OpenToken::BYTECODE,
             OpenToken::constructorCall {
@@ -282,15 +352,47 @@ pub(crate) fn steps(d: &Deployment, p: &ProtocolParams, dev: &[Address]) -> Vec<
             }
             .abi_encode(),
         ),
-    ];
-    for &to in dev.iter().skip(1) {
-        steps.push(call(
-            d.token,
-            OpenToken::transferCall {
-                to,
-                value: p.dev_token_grant,
-            },
-        ));
+    ]
+}
+
+/// Deploys and wires the protocol on the client's chain from its signer,
+/// which becomes `deployer` (poster, guardian, minter, holder of the whole
+/// OPEN supply). Addresses are computed from the signer's nonce first and
+/// each creation is checked against them, since later steps already refer
+/// to them: another transaction from the same key in between would be caught
+/// rather than wiring the wrong contracts.
+pub fn deploy(client: &Client, params: &ProtocolParams) -> Result<ChainDeployment> {
+    let deployer = client.signer_address().ok_or(Error::NoSigner)?;
+    let start_block = client.block_number()?;
+    let first_nonce = client.nonce(deployer)?;
+    let d = Deployment::at_nonce(deployer, first_nonce);
+    for (i, step) in protocol_steps(&d, params).into_iter().enumerate() {
+        let fail = |e: Error| match e {
+            // Keep reverts matchable; say which step for everything else.
+            e @ Error::Reverted { .. } => e,
+            e => Error::Genesis(format!("deployment step {i}: {e}")),
+        };
+        match step.to {
+            None => {
+                let expected = deployer.create(first_nonce + i as u64);
+                let got = client.deploy(step.data).map_err(fail)?;
+                if got != expected {
+                    return Err(Error::Genesis(format!(
+                        "deployment step {i} created {got}, expected {expected}: \
+                         was another transaction sent from {deployer} meanwhile?"
+                    )));
+                }
+            }
+            Some(to) => {
+                client
+                    .transact(Some(to), step.data, U256::ZERO)
+                    .map_err(fail)?;
+            }
+        }
     }
-    steps
+    Ok(ChainDeployment {
+        chain_id: client.chain_id(),
+        start_block,
+        contracts: d,
+    })
 }

@@ -81,6 +81,24 @@ impl PayoutTree {
     }
 }
 
+/// The root of a tree over arbitrary 32-byte leaves, built the same way
+/// (sorted leaves, sorted pairs, an odd node carried up); zero for no leaves.
+/// Used for roots that anchor data rather than pay out, such as receipts.
+pub fn root_of(hashes: &[B256]) -> B256 {
+    let mut level = hashes.to_vec();
+    level.sort_unstable();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [a, b] => parent(*a, *b),
+                _ => pair[0],
+            })
+            .collect();
+    }
+    level.first().copied().unwrap_or_default()
+}
+
 /// Checks a proof the way the contract does (used by clients before paying gas).
 pub fn verify(root: B256, account: Address, cumulative: U256, proof: &[B256]) -> bool {
     proof

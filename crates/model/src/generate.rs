@@ -127,6 +127,21 @@ impl<'m> Generation<'m> {
         params: &GenerateParams,
         pool: &KvPool,
     ) -> Result<Self> {
+        let mut generation = Self::build(model, prompt, params, Some(pool))?;
+        generation.reserve_input()?;
+        Ok(generation)
+    }
+
+    /// Like [`Generation::in_pool`] but reserves no KV blocks yet: a
+    /// scheduler first adopts a cached prefix ([`Generation::reuse_prefix`])
+    /// and then reserves the rest ([`Generation::reserve_input`]) when it
+    /// admits the sequence.
+    pub fn in_pool_unreserved(
+        model: &'m Model,
+        prompt: &[u32],
+        params: &GenerateParams,
+        pool: &KvPool,
+    ) -> Result<Self> {
         Self::build(model, prompt, params, Some(pool))
     }
 
@@ -149,11 +164,7 @@ impl<'m> Generation<'m> {
         }
         let capacity = prompt.len().saturating_add(params.max_tokens);
         let cache = match pool {
-            Some(pool) => {
-                let mut cache = KvCache::in_pool(pool, capacity);
-                cache.reserve(prompt.len())?;
-                cache
-            }
+            Some(pool) => KvCache::in_pool(pool, capacity),
             None => model.new_cache(capacity),
         };
         Ok(Self {
@@ -180,17 +191,43 @@ impl<'m> Generation<'m> {
         self
     }
 
-    /// Before the first step: adopts the longest prefix of the prompt that
-    /// `prefixes` recorded under the adapter-set `key` (see
-    /// [`PrefixCache::insert`]), so only the rest of the prompt is computed.
-    /// Returns the prompt tokens reused.
+    /// Before the first step (or the first after [`Generation::preempt`]):
+    /// adopts the longest prefix of the tokens so far that `prefixes`
+    /// recorded under the adapter-set `key` (see [`PrefixCache::insert`]),
+    /// so only the rest is computed. Returns the tokens reused.
     pub fn reuse_prefix(&mut self, prefixes: &mut PrefixCache, key: &str) -> usize {
-        if !self.cache.is_empty() || self.input.len() != self.prompt_tokens {
+        if !self.cache.is_empty() || self.input.len() != self.history.len() {
             return 0;
         }
         let reused = prefixes.lookup(key, &self.input, &mut self.cache);
         self.input.drain(..reused);
         reused
+    }
+
+    /// Reserves KV blocks for the tokens of the next step, all or nothing
+    /// (see [`KvCache::reserve`]); the step itself then allocates nothing.
+    ///
+    /// # Errors
+    /// [`Error::KvExhausted`] when the pool cannot cover them,
+    /// [`Error::ContextOverflow`] past the cache's capacity.
+    pub fn reserve_input(&mut self) -> Result<()> {
+        self.cache.reserve(self.input.len())
+    }
+
+    /// Gives back every KV block (a scheduler making room for others): the
+    /// next step recomputes the prompt and every token generated so far, in
+    /// one go, and samples the next token from exactly where it left off, so
+    /// the stream neither repeats nor loses anything. Sampling state, text
+    /// decoder and stop matching are untouched.
+    pub fn preempt(&mut self) {
+        self.cache.truncate(0);
+        self.input.clone_from(&self.history);
+    }
+
+    /// Tokens the next step feeds: the prompt (or, after a preemption,
+    /// everything so far, less any reused prefix), then one per step.
+    pub fn pending_tokens(&self) -> usize {
+        self.input.len()
     }
 
     /// Records this sequence's full KV blocks in `prefixes` under the

@@ -509,8 +509,15 @@ impl PrefixCache {
             });
             entry.last_used = clock;
         }
+        self.trim();
+    }
+
+    /// Evicts idle blocks beyond the cache's size. Blocks still used by a
+    /// cache cannot go, so the size may be exceeded until they are released:
+    /// call this again after dropping caches. Returns how many were freed.
+    pub fn trim(&mut self) -> usize {
         let excess = self.entries.len().saturating_sub(self.max_blocks);
-        self.evict(excess);
+        self.evict(excess)
     }
 
     /// Starts the empty `cache` with the longest recorded prefix of `tokens`
@@ -737,6 +744,15 @@ mod tests {
         }
         assert_eq!(prefixes.blocks(), 2);
         assert_eq!(pool.used_bytes(), 2 * pool.block_bytes());
+        // Blocks in use may exceed the size until they are released.
+        let tokens: Vec<u32> = (0..48).map(|t| t + 1000).collect();
+        let mut busy = KvCache::in_pool(&pool, 100);
+        push(&mut busy, 48).unwrap();
+        prefixes.insert("", &tokens, &busy);
+        assert_eq!(prefixes.blocks(), 3, "only idle blocks were evicted");
+        drop(busy);
+        assert_eq!(prefixes.trim(), 1);
+        assert_eq!(prefixes.blocks(), 2);
         prefixes.clear();
         assert_eq!(pool.used_bytes(), 0);
     }

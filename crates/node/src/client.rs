@@ -261,6 +261,8 @@ pub struct ChatReply {
     pub finish_reason: Option<String>,
     /// Whether the caller's callback stopped reading before the end.
     pub abandoned: bool,
+    /// The receipt the node recorded for a paid call.
+    pub receipt: Option<String>,
 }
 
 /// The `/v1/chat/completions` body this client sends.
@@ -286,6 +288,8 @@ pub struct NodeClient {
     agent: ureq::Agent,
     base: String,
     api_key: Option<String>,
+    /// A signed voucher sent with generation requests (paid calls).
+    voucher: Option<String>,
 }
 
 impl NodeClient {
@@ -306,7 +310,15 @@ impl NodeClient {
             agent: config.build().new_agent(),
             base,
             api_key,
+            voucher: None,
         })
+    }
+
+    /// This client with `voucher` (the `x-credence-voucher` header value)
+    /// attached to every generation request.
+    pub fn with_voucher(mut self, voucher: Option<String>) -> Self {
+        self.voucher = voucher;
+        self
     }
 
     /// A client from flags: the explicit key, else the key file under the
@@ -434,12 +446,36 @@ impl NodeClient {
         let json = serde_json::to_vec(&body)
             .map_err(|e| ClientError::BadResponse(format!("cannot encode the request: {e}")))?;
         let url = self.endpoint("/v1/chat/completions");
-        let request = self
+        let mut request = self
             .authorized(self.agent.post(&url))
             .content_type("application/json");
+        if let Some(voucher) = &self.voucher {
+            request = request.header(credence_settle::VOUCHER_HEADER, voucher);
+        }
         let response = expect_success(&url, request.send(json))?;
+        let receipt = response
+            .headers()
+            .get(credence_serve::billing::RECEIPT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let events = SseEvents::new(BufReader::new(response.into_body().into_reader()));
-        read_chat_stream(events, on_delta)
+        let mut reply = read_chat_stream(events, on_delta)?;
+        reply.receipt = receipt;
+        Ok(reply)
+    }
+
+    /// `GET path`, decoded.
+    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.endpoint(path);
+        let response = expect_success(&url, self.authorized(self.agent.get(&url)).call())?;
+        read_json(&url, response)
+    }
+
+    /// `POST path` with an empty body, decoded.
+    pub(crate) fn post_empty<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.endpoint(path);
+        let response = expect_success(&url, self.authorized(self.agent.post(&url)).send_empty())?;
+        read_json(&url, response)
     }
 
     fn endpoint(&self, path: &str) -> String {
@@ -616,6 +652,7 @@ fn read_chat_stream(
         text: String::new(),
         finish_reason: None,
         abandoned: false,
+        receipt: None,
     };
     for event in events {
         let data = event.map_err(|e| ClientError::BadResponse(format!("stream broke: {e}")))?;

@@ -30,6 +30,8 @@ pub const DEFAULT_ADAPTER_CACHE_MIB: usize = 1024;
 pub const DEFAULT_KV_CACHE_MIB: usize = 1024;
 /// Default cap on an adapter upload (MiB).
 pub const DEFAULT_MAX_ADAPTER_UPLOAD_MIB: usize = 256;
+/// Default seconds between settlement rounds.
+pub const DEFAULT_EPOCH_SECONDS: u64 = 3600;
 
 /// How a node runs. Every field is a `--flag` and a TOML key of the same name
 /// (with `-` for `_` on the command line).
@@ -83,6 +85,31 @@ pub struct NodeConfig {
     /// given, the node creates one in `<home>/api-key` on first start.
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_keys: Vec<String>,
+
+    /// Price of the base model per 1,000 tokens, in OPEN (for example
+    /// `0.001`); `0` serves it free. Registered adapters add their own price.
+    #[arg(long, default_value = "0")]
+    pub base_price: String,
+
+    /// Seconds between settlement rounds (redeem vouchers, post the epoch
+    /// root, finalize); 0 settles only on `POST /v1/epochs`.
+    #[arg(long, default_value_t = DEFAULT_EPOCH_SECONDS)]
+    pub epoch_seconds: u64,
+
+    /// JSON-RPC URL of an external EVM chain to settle on instead of the
+    /// embedded one (which is then not started, and `/rpc` is not served).
+    #[arg(long, value_name = "URL")]
+    pub chain_rpc: Option<String>,
+
+    /// File holding the hex private key the node settles with on the
+    /// external chain (it must be the distributor's poster).
+    #[arg(long, value_name = "FILE")]
+    pub chain_key: Option<PathBuf>,
+
+    /// The contracts on the external chain [default: <home>/deployment.json,
+    /// as written by `credence chain deploy`].
+    #[arg(long, value_name = "FILE")]
+    pub chain_deployment: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +126,11 @@ impl Default for NodeConfig {
             kv_cache_mib: DEFAULT_KV_CACHE_MIB,
             max_adapter_upload_mib: DEFAULT_MAX_ADAPTER_UPLOAD_MIB,
             api_keys: Vec::new(),
+            base_price: "0".to_owned(),
+            epoch_seconds: DEFAULT_EPOCH_SECONDS,
+            chain_rpc: None,
+            chain_key: None,
+            chain_deployment: None,
         }
     }
 }
@@ -146,7 +178,8 @@ impl NodeConfig {
         };
         override_explicit!(config, cli, matches;
             listen, model, threads, queue_size, max_body_bytes, default_max_tokens, home,
-            adapter_cache_mib, kv_cache_mib, max_adapter_upload_mib, api_keys);
+            adapter_cache_mib, kv_cache_mib, max_adapter_upload_mib, api_keys, base_price,
+            epoch_seconds, chain_rpc, chain_key, chain_deployment);
         config.validate()?;
         Ok(config)
     }
@@ -207,7 +240,33 @@ impl NodeConfig {
                 ),
             ));
         }
+        self.base_price_units()?;
+        match (&self.chain_rpc, &self.chain_key) {
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "chain_key",
+                    "an external chain (chain_rpc) needs the node's settlement key file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::config("chain_key", "is only used with chain_rpc"));
+            }
+            _ => {}
+        }
+        if self.chain_deployment.is_some() && self.chain_rpc.is_none() {
+            return Err(Error::config(
+                "chain_deployment",
+                "is only used with chain_rpc (the embedded chain knows its contracts)",
+            ));
+        }
         Ok(())
+    }
+
+    /// The base model's price per 1,000 tokens in token base units.
+    pub fn base_price_units(&self) -> Result<u128> {
+        let units = credence_ledger::units::parse_amount(&self.base_price)
+            .map_err(|e| Error::config("base_price", e.to_string()))?;
+        u128::try_from(units).map_err(|_| Error::config("base_price", "is too large"))
     }
 
     /// Compute threads to use: the configured number, or one per available core.

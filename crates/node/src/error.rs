@@ -74,6 +74,15 @@ pub enum Error {
     /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] credence_model::Error),
+    /// A chain call failed.
+    #[error("chain: {0}")]
+    Chain(#[from] credence_ledger::Error),
+    /// Settlement refused or failed.
+    #[error("settlement: {0}")]
+    Settle(#[from] credence_settle::Error),
+    /// The datanet store failed.
+    #[error("datanets: {0}")]
+    Datanet(#[from] credence_datanet::Error),
     /// The HTTP listener could not be bound or failed while serving.
     #[error("cannot serve on {addr}: {source}")]
     Serve {

@@ -12,14 +12,18 @@
 //!                                                                   └─▶ serve::router ──▶ axum::serve
 //! ```
 
+pub mod anchor;
 pub mod bench;
 pub mod bench_serve;
+pub mod billing;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod keys;
 pub mod models;
+pub mod pay;
+pub mod settlement;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,13 +41,19 @@ use tokio::net::TcpListener;
 pub use config::NodeConfig;
 pub use error::{Error, Result};
 
+/// How often new datanet versions are anchored on-chain.
+const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A node with its model loaded, its chain open and its socket bound, ready to serve.
 #[derive(Debug)]
 pub struct Node {
     listener: TcpListener,
     state: AppState,
-    chain: Arc<Chain>,
+    /// The embedded chain; `None` when settling on an external one.
+    chain: Option<Arc<Chain>>,
     datanets: Arc<Datanets>,
+    settlement: settlement::Settlement,
+    epoch_every: Option<std::time::Duration>,
     addr: SocketAddr,
 }
 
@@ -92,8 +102,9 @@ impl Node {
             addr: config.listen.to_string(),
             source,
         };
-        let chain = open_chain(&home).await?;
         let datanets = open_datanets(&home).await?;
+        let (chain, settlement) = open_settlement(config, &home, Arc::clone(&datanets)).await?;
+        settlement.install(&state, Arc::clone(&datanets));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(serve_error)?;
@@ -103,6 +114,9 @@ impl Node {
             state,
             chain,
             datanets,
+            settlement,
+            epoch_every: (config.epoch_seconds > 0)
+                .then(|| std::time::Duration::from_secs(config.epoch_seconds)),
             addr,
         })
     }
@@ -117,17 +131,37 @@ impl Node {
         &self.state
     }
 
-    /// The embedded chain.
-    pub fn chain(&self) -> &Arc<Chain> {
-        &self.chain
+    /// The embedded chain (`None` when the node settles on an external chain).
+    pub fn chain(&self) -> Option<&Arc<Chain>> {
+        self.chain.as_ref()
+    }
+
+    /// The datanet store.
+    pub fn datanets(&self) -> &Arc<Datanets> {
+        &self.datanets
+    }
+
+    /// Settlement: the payment gate, the book and the chain side.
+    pub fn settlement(&self) -> &settlement::Settlement {
+        &self.settlement
     }
 
     /// Serves HTTP until `shutdown` completes, then finishes in-flight responses.
-    /// Datanets are under `/v1/datanets`, the chain's JSON-RPC endpoint is at `/rpc`.
+    /// Datanets are under `/v1/datanets`, settlement under `/v1/billing`,
+    /// `/v1/receipts`, `/v1/epochs` and `/v1/earnings`, the chain's JSON-RPC
+    /// endpoint at `/rpc`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let app = credence_serve::router(self.state)
+        if let Some(every) = self.epoch_every {
+            self.settlement.spawn_epochs(every);
+        }
+        self.settlement.spawn_anchoring(ANCHOR_EVERY);
+        let settle_routes = self.settlement.routes(&self.state);
+        let mut app = credence_serve::router(self.state)
             .merge(credence_datanet::http::router(self.datanets))
-            .nest("/rpc", credence_ledger::rpc::router(self.chain));
+            .merge(settle_routes);
+        if let Some(chain) = self.chain {
+            app = app.nest("/rpc", credence_ledger::rpc::router(chain));
+        }
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -145,6 +179,35 @@ pub async fn run(config: &NodeConfig) -> Result<()> {
     node.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Settlement on the external chain the configuration names, or else on the
+/// embedded chain (opened, or created with its contracts, under `home/chain`).
+async fn open_settlement(
+    config: &NodeConfig,
+    home: &Path,
+    datanets: Arc<Datanets>,
+) -> Result<(Option<Arc<Chain>>, settlement::Settlement)> {
+    let price = config.base_price_units()?;
+    match (&config.chain_rpc, &config.chain_key) {
+        (Some(rpc), Some(key)) => {
+            let deployment = config
+                .chain_deployment
+                .clone()
+                .unwrap_or_else(|| home.join("deployment.json"));
+            let settlement =
+                settlement::Settlement::open_external(home, rpc, key, &deployment, datanets, price)
+                    .await?;
+            Ok((None, settlement))
+        }
+        _ => {
+            let chain = open_chain(home).await?;
+            let settlement =
+                settlement::Settlement::open_embedded(home, Arc::clone(&chain), datanets, price)
+                    .await?;
+            Ok((Some(chain), settlement))
+        }
+    }
 }
 
 /// Opens (or creates, deploying the contracts) the embedded chain under `home/chain`.

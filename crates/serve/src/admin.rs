@@ -48,7 +48,9 @@ pub(crate) fn adapter_routes(state: &AppState) -> Router<AppState> {
 }
 
 /// Rejects a request without one of the configured keys (constant-time compare).
-async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Other crates' write routes use it too, through
+/// `axum::middleware::from_fn_with_state(state, require_key)`.
+pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let keys = &state.config().api_keys;
     if keys.is_empty() {
         return next.run(req).await;
@@ -258,7 +260,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     gauge(
         &mut out,
         "credence_kv_cache_bytes",
-        "Bytes of KV blocks held by running sequences.",
+        "Bytes of KV blocks held by running sequences and cached prefixes.",
         "gauge",
         kv.used_bytes,
     );
@@ -269,6 +271,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         kv.budget_bytes,
     );
+    crate::engine::render_scheduler_metrics(&mut out, &engine.scheduler_stats());
     let adapters = state.adapters();
     let stats = adapters.cache_stats();
     let (bytes, resident, budget) = adapters.cache_usage();

@@ -14,22 +14,40 @@
 //! stops costing compute within one token.
 //!
 //! Every sequence's KV cache is drawn from one [`KvPool`] with a byte budget.
-//! A job whose prompt does not fit waits (ahead of the queue) until running
-//! sequences finish; if nothing runs it can never fit and gets 429
+//! A job is admitted only when its prompt fits and every running sequence
+//! keeps room for one more block (so admitting it cannot starve the next
+//! step); otherwise it waits, ahead of the queue, until sequences finish. If
+//! nothing runs and the prompt still does not fit, it never will: 429
 //! `kv_cache_full`. A step that cannot reserve room for its new tokens fails
-//! before computing anything, and the newest sequence gives way.
+//! before computing anything and is retried after making room: first by
+//! dropping idle cached prefixes, then by preempting the newest sequence
+//! (vLLM-style recompute): its blocks are freed and it goes back to the front
+//! of the waiting line with its prompt and the tokens generated so far, to
+//! be recomputed in one step when there is room again, so its stream goes on
+//! without repeating or losing a token. Only a sequence that cannot grow even
+//! when running alone fails.
+//!
+//! Prompt prefixes are shared through a [`PrefixCache`] keyed by the adapter
+//! set (content ids and weights) and the tokens: after a sequence's prompt
+//! step, and when it finishes normally, its full KV blocks are recorded, and
+//! a new sequence whose tokens start the same way under the same adapters
+//! adopts them instead of recomputing those positions (a shared system
+//! prompt, a multi-turn chat). Recorded blocks count against the KV budget
+//! (up to a quarter of it, [`PREFIX_CACHE_SHARE`]) but are given back first
+//! whenever the pool runs short; a cancelled or failed sequence records
+//! nothing.
 //!
 //! A panic inside a step is caught and reported as an internal error to the
 //! requests in that step; the thread keeps serving the queue.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use credence_model::generate::{GenerateParams, Generation, GenerationOutput};
-use credence_model::kv::{KvPool, KvPoolStats};
+use credence_model::kv::{KvPool, KvPoolStats, PrefixCache};
 use credence_model::llama::{Model, WeightedAdapter};
 use credence_model::threadpool::ThreadPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -92,6 +110,76 @@ impl Job {
     }
 }
 
+/// Scheduler counters, as a snapshot ([`Engine::scheduler_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Sequences that looked for a cached prefix when admitted.
+    pub prefix_lookups: u64,
+    /// Of those, sequences that adopted one.
+    pub prefix_hits: u64,
+    /// Positions adopted from cached prefixes instead of being computed.
+    pub prefix_hit_tokens: u64,
+    /// Bytes of KV blocks recorded in the prefix cache (some may also be
+    /// in use by running sequences).
+    pub prefix_cached_bytes: u64,
+    /// Sequences preempted for lack of KV memory (and later recomputed).
+    pub preemptions: u64,
+}
+
+/// Appends the scheduler's counters to a Prometheus exposition.
+pub(crate) fn render_scheduler_metrics(out: &mut String, stats: &SchedulerStats) {
+    let rows = [
+        (
+            "credence_kv_prefix_hit_tokens_total",
+            "Prompt positions adopted from cached prefixes instead of computed.",
+            "counter",
+            stats.prefix_hit_tokens,
+        ),
+        (
+            "credence_kv_prefix_cache_bytes",
+            "Bytes of KV blocks recorded as reusable prefixes (evicted first when short).",
+            "gauge",
+            stats.prefix_cached_bytes,
+        ),
+        (
+            "credence_preemptions_total",
+            "Sequences preempted for lack of KV memory and recomputed later.",
+            "counter",
+            stats.preemptions,
+        ),
+    ];
+    for (name, help, kind, value) in rows {
+        crate::metrics::gauge(out, name, help, kind, value);
+    }
+}
+
+/// The worker's side of [`SchedulerStats`].
+#[derive(Debug, Default)]
+struct Counters {
+    prefix_lookups: AtomicU64,
+    prefix_hits: AtomicU64,
+    prefix_hit_tokens: AtomicU64,
+    prefix_cached_bytes: AtomicU64,
+    preemptions: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SchedulerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SchedulerStats {
+            prefix_lookups: get(&self.prefix_lookups),
+            prefix_hits: get(&self.prefix_hits),
+            prefix_hit_tokens: get(&self.prefix_hit_tokens),
+            prefix_cached_bytes: get(&self.prefix_cached_bytes),
+            preemptions: get(&self.preemptions),
+        }
+    }
+
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
 /// Handle to the engine thread. Dropping every handle ends the thread once
 /// the queue is drained.
 #[derive(Debug)]
@@ -101,6 +189,7 @@ pub struct Engine {
     capacity: usize,
     queued: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
+    counters: Arc<Counters>,
 }
 
 impl Engine {
@@ -117,12 +206,14 @@ impl Engine {
         let (queue, jobs) = mpsc::sync_channel::<Job>(capacity);
         let queued = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
+        let counters = Arc::new(Counters::default());
         let worker = Worker {
             model,
             pool,
             kv: kv.clone(),
             jobs,
             queued: Arc::clone(&queued),
+            counters: Arc::clone(&counters),
         };
         let alive_flag = Arc::clone(&alive);
         std::thread::Builder::new()
@@ -137,6 +228,7 @@ impl Engine {
             capacity,
             queued,
             alive,
+            counters,
         })
     }
 
@@ -163,9 +255,15 @@ impl Engine {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Occupancy of the KV cache shared by the running sequences.
+    /// Occupancy of the KV pool: blocks of running sequences and of cached
+    /// prefixes (see [`Engine::scheduler_stats`]).
     pub fn kv_stats(&self) -> KvPoolStats {
         self.kv.stats()
+    }
+
+    /// Prefix-cache and preemption counters.
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        self.counters.snapshot()
     }
 
     /// The queue's capacity.
@@ -182,115 +280,239 @@ impl Engine {
 /// Most sequences advanced together in one forward step.
 pub const MAX_BATCH: usize = 16;
 
+/// The prefix cache keeps at most `1 / PREFIX_CACHE_SHARE` of the KV budget.
+/// Its blocks are the first to go when sequences need room anyway; the cap
+/// keeps a node whose requests share little from holding its whole KV
+/// budget in idle blocks (released blocks stay allocated for reuse, so
+/// whatever the cache grows to stays resident).
+pub const PREFIX_CACHE_SHARE: usize = 4;
+
 struct Worker {
     model: Arc<Model>,
     pool: ThreadPool,
     kv: KvPool,
     jobs: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
 }
 
-/// A job being generated.
+/// A job with its sequence: running, waiting for KV room, or preempted.
 struct Active<'m> {
     job: Job,
     generation: Generation<'m>,
+    /// The adapter set the sequence's KV blocks are computed under, as the
+    /// prefix cache keys it.
+    prefix_key: String,
     started: Instant,
     /// Set when an error was already reported to the client.
     failed: bool,
 }
 
+/// The worker's scheduling state.
+struct Schedule<'m> {
+    /// Sequences in the batch, oldest first.
+    running: Vec<Active<'m>>,
+    /// Sequences waiting for KV room, preempted ones at the front; they hold
+    /// no blocks.
+    waiting: VecDeque<Active<'m>>,
+    prefixes: PrefixCache,
+}
+
 impl Worker {
     fn run(self) {
         tracing::debug!(threads = self.pool.threads(), "engine thread started");
-        let mut active: Vec<Active<'_>> = Vec::new();
-        let mut deferred: VecDeque<Job> = VecDeque::new();
-        while self.admit(&mut active, &mut deferred) {
-            self.step(&mut active);
+        let budget_blocks = self.kv.stats().budget_bytes / self.kv.block_bytes().max(1);
+        let mut schedule = Schedule {
+            running: Vec::new(),
+            waiting: VecDeque::new(),
+            prefixes: PrefixCache::new(&self.kv, budget_blocks / PREFIX_CACHE_SHARE),
+        };
+        while self.admit(&mut schedule) {
+            self.step(&mut schedule);
         }
         tracing::debug!("engine thread stopped");
     }
 
-    /// Adds jobs up to [`MAX_BATCH`]: first those deferred for lack of KV
-    /// space, then queued ones; blocks while idle. False once the queue is
-    /// closed and nothing is left to run.
-    fn admit<'m>(&'m self, active: &mut Vec<Active<'m>>, deferred: &mut VecDeque<Job>) -> bool {
-        while active.len() < MAX_BATCH {
-            let Some(job) = deferred.pop_front() else {
+    /// Adds sequences up to [`MAX_BATCH`]: first those waiting for KV room
+    /// (preempted ones first), then queued jobs; blocks while idle. False
+    /// once the queue is closed and nothing is left to run.
+    fn admit<'m>(&'m self, s: &mut Schedule<'m>) -> bool {
+        while s.running.len() < MAX_BATCH {
+            let Some(waiting) = s.waiting.pop_front() else {
                 break;
             };
-            if let Some(job) = self.start(job, active) {
-                deferred.push_front(job);
+            if let Some(waiting) = self.start(waiting, s) {
+                s.waiting.push_front(waiting);
                 break;
             }
         }
-        while active.is_empty() {
+        while s.running.is_empty() {
             let Ok(job) = self.jobs.recv() else {
                 return false;
             };
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            if let Some(job) = self.start(job, active) {
-                deferred.push_back(job);
-            }
+            self.take(job, s);
         }
-        while active.len() < MAX_BATCH && deferred.is_empty() {
+        while s.running.len() < MAX_BATCH && s.waiting.is_empty() {
             let Ok(job) = self.jobs.try_recv() else {
                 break;
             };
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            if let Some(job) = self.start(job, active) {
-                deferred.push_back(job);
-            }
+            self.take(job, s);
         }
         true
     }
 
-    /// Starts `job`, or hands it back when the KV cache cannot hold its
-    /// prompt while other sequences run (it waits for them to finish). With
-    /// nothing running, such a job can never fit and fails instead.
-    fn start<'m>(&'m self, mut job: Job, active: &mut Vec<Active<'m>>) -> Option<Job> {
+    /// Turns a queued job into a sequence and tries to start it; it waits
+    /// when there is no KV room yet.
+    fn take<'m>(&'m self, job: Job, s: &mut Schedule<'m>) {
+        if let Some(sequence) = self.prepare(job)
+            && let Some(sequence) = self.start(sequence, s)
+        {
+            s.waiting.push_back(sequence);
+        }
+    }
+
+    /// Validates a job and builds its sequence (no KV blocks yet); reports
+    /// invalid ones to their client.
+    fn prepare<'m>(&'m self, mut job: Job) -> Option<Active<'m>> {
         if job.events.is_closed() {
             tracing::debug!("client left before its generation started; skipping");
             return None;
         }
-        match Generation::in_pool(&self.model, &job.prompt, &job.params, &self.kv) {
-            Err(credence_model::Error::KvExhausted { .. }) if !active.is_empty() => {
-                return Some(job);
+        let built = Generation::in_pool_unreserved(&self.model, &job.prompt, &job.params, &self.kv);
+        match built {
+            Ok(generation) => {
+                let adapters = std::mem::take(&mut job.adapters);
+                Some(Active {
+                    prefix_key: prefix_key(&adapters),
+                    // The generation holds the only engine-side reference, so
+                    // an adapter counts as in use exactly while a sequence
+                    // runs or waits.
+                    generation: generation.with_adapters(adapters),
+                    job,
+                    started: Instant::now(),
+                    failed: false,
+                })
             }
-            Ok(generation) => active.push(Active {
-                // The generation holds the only engine-side reference, so an
-                // adapter counts as in use exactly while a sequence runs.
-                generation: generation.with_adapters(std::mem::take(&mut job.adapters)),
-                job,
-                started: Instant::now(),
-                failed: false,
-            }),
             Err(error) => {
                 let _ = job
                     .events
                     .send(Event::Failed(ApiError::from_model(error, job.prompt_param)));
+                None
             }
         }
-        None
     }
 
-    /// One forward step for every active sequence, then retire finished ones.
-    fn step(&self, active: &mut Vec<Active<'_>>) {
-        match catch_unwind(AssertUnwindSafe(|| self.forward_and_sample(active))) {
-            Ok(Ok(())) => {}
-            // The step reserves KV space before computing anything, so it
-            // can be retried: the newest sequence gives way to the others.
-            Ok(Err(error @ credence_model::Error::KvExhausted { .. })) => {
-                if let Some(newest) = active.pop() {
-                    tracing::warn!(%error, "KV cache full; stopping the newest sequence");
-                    let _ = newest.job.events.send(Event::Failed(ApiError::from_model(
-                        error,
-                        newest.job.prompt_param,
-                    )));
+    /// Adopts the sequence's cached prefix and reserves the rest of its
+    /// next step, keeping a block of headroom per running sequence; hands
+    /// the sequence back (holding no blocks) when that does not fit while
+    /// others run. With nothing running it can never fit and fails.
+    fn start<'m>(&'m self, mut a: Active<'m>, s: &mut Schedule<'m>) -> Option<Active<'m>> {
+        if a.job.events.is_closed() {
+            tracing::debug!("client left while its generation waited; dropping it");
+            return None;
+        }
+        let reused = a.generation.reuse_prefix(&mut s.prefixes, &a.prefix_key);
+        let headroom = s.running.len();
+        let reserved = self.with_room(&mut s.prefixes, || {
+            a.generation.reserve_input()?;
+            self.check_headroom(headroom)
+        });
+        match reserved {
+            Ok(()) => {
+                // Counted on admission only: a sequence that keeps waiting
+                // looks its prefix up again each time it is retried.
+                Counters::bump(&self.counters.prefix_lookups, 1);
+                if reused > 0 {
+                    Counters::bump(&self.counters.prefix_hits, 1);
+                    Counters::bump(&self.counters.prefix_hit_tokens, reused as u64);
                 }
+                s.running.push(a);
+                None
+            }
+            Err(credence_model::Error::KvExhausted { .. }) if !s.running.is_empty() => {
+                a.generation.preempt();
+                Some(a)
+            }
+            Err(error) => {
+                let _ = a.job.events.send(Event::Failed(ApiError::from_model(
+                    error,
+                    a.job.prompt_param,
+                )));
+                None
+            }
+        }
+    }
+
+    /// Fails with [`credence_model::Error::KvExhausted`] unless `blocks`
+    /// more blocks are free.
+    fn check_headroom(&self, blocks: usize) -> credence_model::Result<()> {
+        let stats = self.kv.stats();
+        let needed = blocks.saturating_mul(stats.block_bytes);
+        if stats.free_bytes < needed {
+            return Err(credence_model::Error::KvExhausted {
+                needed,
+                free: stats.free_bytes,
+                budget: stats.budget_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `attempt`; while it fails for lack of KV memory, evicts idle
+    /// cached prefixes to cover the shortfall and retries. Gives up when
+    /// nothing is left to evict.
+    fn with_room<T>(
+        &self,
+        prefixes: &mut PrefixCache,
+        mut attempt: impl FnMut() -> credence_model::Result<T>,
+    ) -> credence_model::Result<T> {
+        loop {
+            match attempt() {
+                Err(credence_model::Error::KvExhausted { needed, free, .. })
+                    if prefixes.evict(self.blocks_short(needed, free)) > 0 =>
+                {
+                    self.publish_prefix_bytes(prefixes);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whole blocks covering the gap between `needed` and `free` bytes (at
+    /// least one).
+    fn blocks_short(&self, needed: usize, free: usize) -> usize {
+        needed
+            .saturating_sub(free)
+            .div_ceil(self.kv.block_bytes().max(1))
+            .max(1)
+    }
+
+    /// One forward step for every running sequence, then retire finished ones.
+    fn step(&self, s: &mut Schedule<'_>) {
+        let prefilling: Vec<bool> = s
+            .running
+            .iter()
+            .map(|a| a.generation.pending_tokens() > 1)
+            .collect();
+        match catch_unwind(AssertUnwindSafe(|| self.forward_and_sample(&mut s.running))) {
+            Ok(Ok(())) => {
+                // A prompt (or a recomputed history) just filled its blocks:
+                // later sequences starting the same way can adopt them now,
+                // while this one is still generating.
+                for (a, _) in s.running.iter().zip(prefilling).filter(|(_, p)| *p) {
+                    self.record(&mut s.prefixes, a);
+                }
+            }
+            // The step reserves KV space before computing anything, so it
+            // can be retried once there is room.
+            Ok(Err(credence_model::Error::KvExhausted { needed, free, .. })) => {
+                self.make_room(s, needed, free);
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, "forward step failed");
-                fail_all(active, |_| {
+                fail_all(&mut s.running, |_| {
                     ApiError::Internal(format!("forward step failed: {error}"))
                 });
             }
@@ -301,32 +523,90 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 tracing::error!(panic = %what, "generation panicked; the engine keeps running");
-                fail_all(active, |_| {
+                fail_all(&mut s.running, |_| {
                     ApiError::Internal(format!("generation panicked: {what}"))
                 });
             }
         }
         let mut i = 0;
-        while i < active.len() {
-            let a = &active[i];
+        while i < s.running.len() {
+            let a = &s.running[i];
             if a.failed {
-                active.remove(i);
+                s.running.remove(i);
             } else if a.generation.finished().is_some() {
-                finish(active.remove(i));
+                let a = s.running.remove(i);
+                if !a.job.events.is_closed() {
+                    // A finished conversation is the prefix of its next turn.
+                    self.record(&mut s.prefixes, &a);
+                }
+                let done = release(a);
+                // Its blocks are idle now: keep the prefix cache to its size
+                // before the client hears that the request is done.
+                s.prefixes.trim();
+                self.publish_prefix_bytes(&s.prefixes);
+                done.report();
             } else {
                 i += 1;
             }
         }
     }
 
-    fn forward_and_sample(&self, active: &mut [Active<'_>]) -> credence_model::Result<()> {
-        let mut batch: Vec<_> = active
+    /// Records a sequence's full blocks for later sequences to adopt.
+    fn record(&self, prefixes: &mut PrefixCache, a: &Active<'_>) {
+        a.generation.record_prefix(prefixes, &a.prefix_key);
+        self.publish_prefix_bytes(prefixes);
+    }
+
+    /// Publishes the prefix cache's size; called whenever it changes, before
+    /// any client hears of the step that changed it.
+    fn publish_prefix_bytes(&self, prefixes: &PrefixCache) {
+        self.counters
+            .prefix_cached_bytes
+            .store(prefixes.bytes() as u64, Ordering::Relaxed);
+    }
+
+    /// After a step found the KV pool `needed - free` bytes short: frees
+    /// idle cached prefixes if there are any, else preempts the newest
+    /// sequence (it waits, first in line, to be recomputed), and fails a
+    /// sequence only when it runs alone and still cannot grow.
+    fn make_room(&self, s: &mut Schedule<'_>, needed: usize, free: usize) {
+        if s.prefixes.evict(self.blocks_short(needed, free)) > 0 {
+            self.publish_prefix_bytes(&s.prefixes);
+            return;
+        }
+        let Some(mut newest) = s.running.pop() else {
+            return;
+        };
+        if s.running.is_empty() {
+            let error = credence_model::Error::KvExhausted {
+                needed,
+                free,
+                budget: self.kv.stats().budget_bytes,
+            };
+            tracing::warn!(%error, "a sequence alone does not fit the KV cache; stopping it");
+            let _ = newest.job.events.send(Event::Failed(ApiError::from_model(
+                error,
+                newest.job.prompt_param,
+            )));
+            return;
+        }
+        tracing::debug!(
+            running = s.running.len(),
+            "KV cache full; preempting the newest sequence"
+        );
+        newest.generation.preempt();
+        Counters::bump(&self.counters.preemptions, 1);
+        s.waiting.push_front(newest);
+    }
+
+    fn forward_and_sample(&self, running: &mut [Active<'_>]) -> credence_model::Result<()> {
+        let mut batch: Vec<_> = running
             .iter_mut()
             .map(|a| a.generation.next_input())
             .collect();
         let logits = self.model.forward(&self.pool, &mut batch)?;
         drop(batch);
-        for (a, mut logits) in active.iter_mut().zip(logits) {
+        for (a, mut logits) in running.iter_mut().zip(logits) {
             match a.generation.accept(&mut logits) {
                 Ok(piece) => deliver(a, piece),
                 Err(error) => {
@@ -342,6 +622,16 @@ impl Worker {
     }
 }
 
+/// The prefix-cache key of an adapter set: each adapter's content id and
+/// exact weight, in order (the order of a weighted sum changes its
+/// rounding, so it is part of the key). Empty for the base model.
+fn prefix_key(adapters: &[WeightedAdapter]) -> String {
+    adapters
+        .iter()
+        .map(|wa| format!("{}*{:08x};", wa.adapter.id(), wa.weight.to_bits()))
+        .collect()
+}
+
 /// Sends a text piece; a client that has gone stops its generation.
 fn deliver(a: &mut Active<'_>, piece: String) {
     let listening = if a.job.stream && !piece.is_empty() {
@@ -354,9 +644,16 @@ fn deliver(a: &mut Active<'_>, piece: String) {
     }
 }
 
-/// Reports a finished job. The sequence (its KV cache and adapter
-/// references) is dropped first, so whoever sees `Done` sees it released.
-fn finish(a: Active<'_>) {
+/// A finished job whose sequence has been released.
+struct Done {
+    job: Job,
+    output: GenerationOutput,
+    started: Instant,
+}
+
+/// Drops a finished job's sequence (its KV blocks and adapter references),
+/// so that whoever sees `Done` sees them released.
+fn release(a: Active<'_>) -> Done {
     let output = a.generation.output();
     let Active {
         job,
@@ -365,17 +662,34 @@ fn finish(a: Active<'_>) {
         ..
     } = a;
     drop(generation);
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        prompt_tokens = output.prompt_tokens,
-        completion_tokens = output.completion_tokens,
-        seconds = format_args!("{secs:.3}"),
-        tokens_per_second = format_args!("{:.1}", output.completion_tokens as f64 / secs.max(1e-9)),
-        cancelled = job.events.is_closed(),
-        "generation finished"
-    );
-    // The client may be gone; nobody is left to tell then.
-    let _ = job.events.send(Event::Done(output));
+    Done {
+        job,
+        output,
+        started,
+    }
+}
+
+impl Done {
+    /// Logs the job and sends its output.
+    fn report(self) {
+        let Self {
+            job,
+            output,
+            started,
+        } = self;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            prompt_tokens = output.prompt_tokens,
+            completion_tokens = output.completion_tokens,
+            seconds = format_args!("{secs:.3}"),
+            tokens_per_second =
+                format_args!("{:.1}", output.completion_tokens as f64 / secs.max(1e-9)),
+            cancelled = job.events.is_closed(),
+            "generation finished"
+        );
+        // The client may be gone; nobody is left to tell then.
+        let _ = job.events.send(Event::Done(output));
+    }
 }
 
 fn fail_all(active: &mut [Active<'_>], error: impl Fn(&Active<'_>) -> ApiError) {

@@ -97,6 +97,9 @@ pub enum ApiError {
     /// A write endpoint was called without a valid API key.
     #[error("this endpoint needs a valid API key in `Authorization: Bearer <key>`")]
     Unauthorized,
+    /// A paid call without enough prepaid balance behind it (nothing was generated).
+    #[error("payment required: {0}")]
+    PaymentRequired(String),
     /// The engine thread is gone (shutting down, or a fatal bug).
     #[error("the generation engine is not running")]
     EngineUnavailable,
@@ -127,6 +130,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             Self::EngineUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -148,6 +152,7 @@ impl ApiError {
             Self::AdapterCacheFull { .. } => ("rate_limit_error", Some("adapter_cache_full")),
             Self::KvCacheFull { .. } => ("rate_limit_error", Some("kv_cache_full")),
             Self::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
+            Self::PaymentRequired(_) => ("invalid_request_error", Some("payment_required")),
             Self::EngineUnavailable => ("server_error", Some("engine_unavailable")),
             Self::Internal(_) => ("server_error", None),
         }
@@ -353,6 +358,12 @@ mod tests {
                 401,
                 "invalid_request_error",
                 Some("invalid_api_key"),
+            ),
+            (
+                ApiError::PaymentRequired("deposit more".into()),
+                402,
+                "invalid_request_error",
+                Some("payment_required"),
             ),
             (
                 ApiError::EngineUnavailable,

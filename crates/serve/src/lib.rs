@@ -29,23 +29,26 @@
 pub mod adapters;
 mod admin;
 pub mod api;
+pub mod billing;
 pub mod engine;
 pub mod error;
 pub mod metrics;
 mod openapi;
 mod routes;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use credence_model::llama::Model;
 use credence_model::threadpool::ThreadPool;
 
+pub use admin::require_key;
 pub use error::{ApiError, Result};
 pub use routes::router;
 
 use crate::adapters::{Acquired, AdapterRegistry};
 use crate::api::AdapterWeight;
+use crate::billing::Billing;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use credence_model::llama::WeightedAdapter;
@@ -108,6 +111,33 @@ struct Shared {
     metrics: Metrics,
     config: ServeConfig,
     created: u64,
+    /// The payment gate; unset means every call is free.
+    billing: OnceLock<Arc<dyn Billing>>,
+}
+
+/// What a request's `model` field and composition resolve to.
+struct Resolved {
+    /// The id reported back in the answer.
+    model: String,
+    /// The adapters applied to the sequence.
+    adapters: Vec<WeightedAdapter>,
+    /// Their content ids and weights, for billing.
+    ids: Vec<(String, f32)>,
+}
+
+impl Resolved {
+    fn base(model: String) -> Self {
+        Self {
+            model,
+            adapters: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, (id, adapter): Acquired, weight: f32) {
+        self.ids.push((id, weight));
+        self.adapters.push(WeightedAdapter { adapter, weight });
+    }
 }
 
 impl AppState {
@@ -136,6 +166,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 config,
                 created: unix_now(),
+                billing: OnceLock::new(),
             }),
         })
     }
@@ -165,6 +196,18 @@ impl AppState {
         &self.inner.config
     }
 
+    /// Installs the payment gate that authorises and charges generation calls.
+    /// Only the first call has an effect (returns `false` after that): the gate
+    /// cannot change under requests already holding charges.
+    pub fn set_billing(&self, billing: Arc<dyn Billing>) -> bool {
+        self.inner.billing.set(billing).is_ok()
+    }
+
+    /// The payment gate, if one is installed.
+    pub fn billing(&self) -> Option<&Arc<dyn Billing>> {
+        self.inner.billing.get()
+    }
+
     fn model_arc(&self) -> Arc<Model> {
         Arc::clone(&self.inner.model)
     }
@@ -185,14 +228,15 @@ impl AppState {
         &self,
         requested: Option<&str>,
         composition: Option<&[AdapterWeight]>,
-    ) -> Result<(String, Vec<WeightedAdapter>)> {
+    ) -> Result<Resolved> {
         let base = self.config().model_id.clone();
         match (requested, composition) {
-            (None, None) => Ok((base, Vec::new())),
-            (Some(name), None) if self.is_base(name) => Ok((base, Vec::new())),
+            (None, None) => Ok(Resolved::base(base)),
+            (Some(name), None) if self.is_base(name) => Ok(Resolved::base(base)),
             (Some(name), None) => {
-                let adapter = self.acquire(name, "model").await?;
-                Ok((name.to_owned(), vec![adapter.weighted(1.0)]))
+                let mut resolved = Resolved::base(name.to_owned());
+                resolved.push(self.acquire(name, "model").await?, 1.0);
+                Ok(resolved)
             }
             (model, Some(list)) => {
                 if let Some(name) = model.filter(|m| !self.is_base(m)) {
@@ -205,13 +249,12 @@ impl AppState {
                     ));
                 }
                 AdapterWeight::check_composition(list)?;
-                let mut adapters = Vec::with_capacity(list.len());
+                let mut resolved = Resolved::base(base);
                 for (i, member) in list.iter().enumerate() {
                     let param = format!("adapters[{i}].id");
-                    let adapter = self.acquire(&member.id, &param).await?;
-                    adapters.push(adapter.weighted(member.weight));
+                    resolved.push(self.acquire(&member.id, &param).await?, member.weight);
                 }
-                Ok((base, adapters))
+                Ok(resolved)
             }
         }
     }
@@ -228,20 +271,6 @@ impl AppState {
                     name: name.to_owned(),
                 },
             })
-    }
-}
-
-/// Turns an acquired adapter into a weighted member of a request.
-trait Weighted {
-    fn weighted(self, weight: f32) -> WeightedAdapter;
-}
-
-impl Weighted for Acquired {
-    fn weighted(self, weight: f32) -> WeightedAdapter {
-        WeightedAdapter {
-            adapter: self.1,
-            weight,
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +21,10 @@ use crate::api::{
     CommonOptions, CompletionChoice, CompletionRequest, CompletionResponse, Health, ModelCard,
     ModelList, PromptInput, RequestBody, Usage, parse_request,
 };
+use crate::billing::{CallQuote, Charge, RECEIPT_HEADER};
 use crate::engine::{Event, Job};
 use crate::error::{ApiError, Result};
-use crate::{AppState, unix_now};
-use credence_model::llama::WeightedAdapter;
+use crate::{AppState, Resolved, unix_now};
 
 /// Builds the HTTP API: generation, models, adapters, metrics, health and the OpenAPI document.
 pub fn router(state: AppState) -> Router {
@@ -113,32 +113,36 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
 
 async fn completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response> {
     req.check_supported()?;
-    let (model, adapters) = state
+    let resolved = state
         .resolve_model(req.model.as_deref(), req.options.adapters.as_deref())
         .await?;
     let input = req.prompt.into_single()?;
     let prompt = tokenize_prompt(&state, input).await?;
     let params = generation_params(&state, &req.options, prompt.len(), "prompt")?;
+    let charge = authorize(&state, headers, &resolved, prompt.len(), params.max_tokens).await?;
     let meta = Meta::new(
         &state,
         "cmpl",
-        model,
+        resolved.model,
         Shape::Completion,
         req.options.include_usage(),
-    );
+    )
+    .with_charge(charge, prompt.len());
     let job = Job::new(prompt, params, "prompt", req.options.stream());
-    respond(&state, job, adapters, meta).await
+    respond(&state, job, resolved.adapters, meta).await
 }
 
 async fn chat_completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response> {
     req.check_supported()?;
-    let (model, adapters) = state
+    let resolved = state
         .resolve_model(req.model.as_deref(), req.options.adapters.as_deref())
         .await?;
     let messages = req.chat_messages()?;
@@ -162,15 +166,39 @@ async fn chat_completions(
     .await
     .map_err(|e| ApiError::Internal(format!("prompt rendering task failed: {e}")))??;
     let params = generation_params(&state, &req.options, prompt.len(), "messages")?;
+    let charge = authorize(&state, headers, &resolved, prompt.len(), params.max_tokens).await?;
     let meta = Meta::new(
         &state,
         "chatcmpl",
-        model,
+        resolved.model,
         Shape::Chat,
         req.options.include_usage(),
-    );
+    )
+    .with_charge(charge, prompt.len());
     let job = Job::new(prompt, params, "messages", req.options.stream());
-    respond(&state, job, adapters, meta).await
+    respond(&state, job, resolved.adapters, meta).await
+}
+
+/// Asks the payment gate, if any, to authorise the call before it is queued.
+async fn authorize(
+    state: &AppState,
+    headers: HeaderMap,
+    resolved: &Resolved,
+    prompt_tokens: usize,
+    max_completion_tokens: usize,
+) -> Result<Option<Box<dyn Charge>>> {
+    let Some(billing) = state.billing().cloned() else {
+        return Ok(None);
+    };
+    let quote = CallQuote {
+        model: resolved.model.clone(),
+        adapters: resolved.ids.clone(),
+        prompt_tokens,
+        max_completion_tokens,
+    };
+    tokio::task::spawn_blocking(move || billing.authorize(&headers, &quote))
+        .await
+        .map_err(|e| ApiError::Internal(format!("billing task failed: {e}")))?
 }
 
 /// Tokenises a completion prompt off the async runtime, or checks given token ids.
@@ -237,24 +265,33 @@ fn generation_params(
 async fn respond(
     state: &AppState,
     (job, events): (Job, UnboundedReceiver<Event>),
-    adapters: Vec<WeightedAdapter>,
-    meta: Meta,
+    adapters: Vec<credence_model::llama::WeightedAdapter>,
+    mut meta: Meta,
 ) -> Result<Response> {
     let stream = job.stream;
+    // A refused submission drops `meta`, which releases its charge unbilled.
     state.engine().submit(job.with_adapters(adapters))?;
-    if stream {
-        return Ok(sse_response(events, meta));
-    }
-    match wait_for_output(events).await {
-        Ok(output) => {
-            meta.record_done(&output);
-            Ok(meta.whole(output))
+    let receipt = meta.receipt_header();
+    let mut response = if stream {
+        sse_response(events, meta)
+    } else {
+        match wait_for_output(events).await {
+            Ok(output) => {
+                meta.record_done(&output);
+                meta.settle(output.prompt_tokens, output.completion_tokens)
+                    .await;
+                meta.whole(output)
+            }
+            Err(e) => {
+                meta.record_failure();
+                return Err(e);
+            }
         }
-        Err(e) => {
-            meta.record_failure();
-            Err(e)
-        }
+    };
+    if let Some(value) = receipt {
+        response.headers_mut().insert(RECEIPT_HEADER, value);
     }
+    Ok(response)
 }
 
 async fn wait_for_output(mut events: UnboundedReceiver<Event>) -> Result<GenerationOutput> {
@@ -296,6 +333,11 @@ struct Meta {
     state: AppState,
     accepted: Instant,
     first_text_seen: bool,
+    /// The call's reservation with the payment gate, until settled or released.
+    charge: Option<Box<dyn Charge>>,
+    prompt_tokens: usize,
+    /// Text events sent so far: what an abandoned stream is charged for.
+    streamed: usize,
 }
 
 impl Meta {
@@ -315,7 +357,38 @@ impl Meta {
             state: state.clone(),
             accepted: Instant::now(),
             first_text_seen: false,
+            charge: None,
+            prompt_tokens: 0,
+            streamed: 0,
         }
+    }
+
+    fn with_charge(mut self, charge: Option<Box<dyn Charge>>, prompt_tokens: usize) -> Self {
+        self.charge = charge;
+        self.prompt_tokens = prompt_tokens;
+        self
+    }
+
+    fn receipt_header(&self) -> Option<HeaderValue> {
+        let id = self.charge.as_ref()?.receipt_id();
+        HeaderValue::from_str(id).ok()
+    }
+
+    /// Settles the charge with the call's real usage, off the async runtime.
+    async fn settle(&mut self, prompt_tokens: usize, completion_tokens: usize) {
+        if let Some(charge) = self.charge.take() {
+            let task = tokio::task::spawn_blocking(move || {
+                charge.settle(prompt_tokens, completion_tokens)
+            });
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "settling a charge failed");
+            }
+        }
+    }
+
+    /// Drops the charge unbilled: the server, not the client, failed the call.
+    fn release(&mut self) {
+        self.charge = None;
     }
 
     fn record_first_text(&mut self) {
@@ -335,15 +408,15 @@ impl Meta {
     }
 
     /// The non-streamed answer.
-    fn whole(self, output: GenerationOutput) -> Response {
+    fn whole(&self, output: GenerationOutput) -> Response {
         let usage = Usage::new(output.prompt_tokens, output.completion_tokens);
         let finish = finish_reason(&output.finish_reason);
         match self.shape {
             Shape::Completion => Json(CompletionResponse {
-                id: self.id,
+                id: self.id.clone(),
                 object: "text_completion",
                 created: self.created,
-                model: self.model,
+                model: self.model.clone(),
                 choices: vec![CompletionChoice {
                     index: 0,
                     text: output.text,
@@ -354,10 +427,10 @@ impl Meta {
             })
             .into_response(),
             Shape::Chat => Json(ChatResponse {
-                id: self.id,
+                id: self.id.clone(),
                 object: "chat.completion",
                 created: self.created,
-                model: self.model,
+                model: self.model.clone(),
                 choices: vec![ChatChoice {
                     index: 0,
                     message: ChatMessageOut {
@@ -423,6 +496,26 @@ impl Meta {
     }
 }
 
+impl Drop for Meta {
+    /// A stream the client abandoned is charged for the text already sent;
+    /// one that sent nothing is released.
+    fn drop(&mut self) {
+        let Some(charge) = self.charge.take() else {
+            return;
+        };
+        if self.streamed == 0 {
+            return;
+        }
+        let (prompt, sent) = (self.prompt_tokens, self.streamed);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || charge.settle(prompt, sent));
+            }
+            Err(_) => charge.settle(prompt, sent),
+        }
+    }
+}
+
 enum ChunkPart<'a> {
     Role,
     Text(&'a str),
@@ -450,11 +543,14 @@ fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
             Phase::Opening | Phase::Streaming => match events.recv().await {
                 Some(Event::Text(text)) => {
                     meta.record_first_text();
+                    meta.streamed += 1;
                     let chunk = meta.chunk(ChunkPart::Text(&text));
                     return Some((vec![chunk], (events, meta, Phase::Streaming)));
                 }
                 Some(Event::Done(output)) => {
                     meta.record_done(&output);
+                    meta.settle(output.prompt_tokens, output.completion_tokens)
+                        .await;
                     let mut batch =
                         vec![meta.chunk(ChunkPart::Finish(finish_reason(&output.finish_reason)))];
                     if meta.include_usage {
@@ -466,6 +562,7 @@ fn sse_response(events: UnboundedReceiver<Event>, meta: Meta) -> Response {
                 }
                 Some(Event::Failed(error)) => {
                     meta.record_failure();
+                    meta.release();
                     vec![error_event(&error)]
                 }
                 None => vec![error_event(&ApiError::Internal(

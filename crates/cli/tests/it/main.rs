@@ -1,5 +1,6 @@
 //! End-to-end tests of the `credence` binary.
 
+mod chain;
 mod remote;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};
@@ -159,12 +160,17 @@ fn node_serves_until_sigterm() {
         "listen = \"127.0.0.1:0\"\nthreads = 1\nqueue_size = 2\n",
     )
     .expect("config");
+    // A home of its own: the node opens `<home>/datanets` (and more) at start, and a
+    // test must never touch the user's `~/.cache/credence`.
+    let home = std::env::temp_dir().join(format!("credence-node-home-{}", std::process::id()));
     let mut child = credence()
         .arg("node")
         .arg("--config")
         .arg(&config)
         .arg("--model")
         .arg(model_path())
+        .arg("--home")
+        .arg(&home)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -191,6 +197,7 @@ fn node_serves_until_sigterm() {
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     std::fs::remove_file(&config).ok();
+    std::fs::remove_dir_all(&home).ok();
 }
 
 /// A stand-in for `python3 -m pip download` that writes a wheel with the right

@@ -24,6 +24,8 @@ use revm::context::result::ExecutionResult;
 
 pub use types::{Block, BlockId, CallRequest, LogEntry, LogFilter, TxEntry};
 
+pub(crate) use store::write_json_atomic;
+
 use crate::accounts::Wallet;
 use crate::genesis::{ChainConfig, Deployment};
 use crate::{Error, Result};

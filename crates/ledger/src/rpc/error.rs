@@ -78,7 +78,20 @@ impl From<Error> for RpcError {
                 Self::new(SERVER_ERROR, e.to_string())
             }
             Error::Halted(_) => Self::new(SERVER_ERROR, e.to_string()),
+            Error::Invalid(_) => Self::params(e.to_string()),
+            Error::Rpc {
+                code,
+                message,
+                data,
+            } => Self {
+                code: *code,
+                message: message.clone(),
+                data: data.clone(),
+            },
             Error::Io { .. }
+            | Error::Transport(_)
+            | Error::BadResponse(_)
+            | Error::NoSigner
             | Error::Corrupt(_)
             | Error::Mnemonic(_)
             | Error::Genesis(_)

@@ -225,6 +225,13 @@ fn dispatch(chain: &Chain, method: &str, p: &Params<'_>) -> Result<Value, RpcErr
             let filter = params::log_filter(chain, &p.req::<Value>(0, "filter")?)?;
             Value::Array(chain.logs(&filter)?.iter().map(render::log_entry).collect())
         }
+        // Where the protocol contracts are, so clients (the CLI) need no
+        // address book for the embedded chain; same shape as deployment.json.
+        "credence_deployment" => json!(crate::genesis::ChainDeployment {
+            chain_id: chain.chain_id(),
+            start_block: 0,
+            contracts: *chain.deployment(),
+        }),
         "evm_mine" => q(chain.mine()?.number),
         "evm_increaseTime" => {
             let seconds = p.count(0)?;

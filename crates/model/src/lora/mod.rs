@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 
+use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 pub use batch::LoraBatch;
@@ -87,13 +89,26 @@ pub struct LoraPair {
 /// [`LoraAdapter::id`], [`LoraAdapter::to_peft_bytes`] and
 /// [`LoraAdapter::save`] use the canonical Hugging Face layout instead, so
 /// they are identical whichever base the adapter was loaded against.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct LoraAdapter {
     config: AdapterConfig,
     pairs: BTreeMap<Slot, LoraPair>,
     /// `Some(head_dim)` when the `B` rows of q_proj/k_proj are interleaved
     /// per head of this width; `None` when they are in Hugging Face order.
     qk_interleave: Option<usize>,
+    /// The content id, once computed or vouched for ([`LoraAdapter::with_id`]):
+    /// hashing every factor costs more than loading them, and callers such
+    /// as a serving engine ask for it per request.
+    id: OnceLock<String>,
+}
+
+/// Equal content; whether the id has been computed yet does not matter.
+impl PartialEq for LoraAdapter {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+            && self.pairs == other.pairs
+            && self.qk_interleave == other.qk_interleave
+    }
 }
 
 fn bad(msg: String) -> Error {
@@ -206,6 +221,25 @@ fn check_shapes(a: &RawTensor, b: &RawTensor, in_dim: usize, out_dim: usize) -> 
     Ok(())
 }
 
+/// Memory-maps `path` read-only (`None` for an empty file, which cannot be
+/// mapped). Decoding straight from the page cache saves reading the whole
+/// file into a buffer first, which was a fifth of a cold load.
+fn map_file(path: &Path) -> Result<Option<Mmap>> {
+    let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the map is read-only and lives only while the adapter is
+    // decoded into owned vectors. Adapter files are written whole and
+    // replaced by rename (here and by the serving store), never changed in
+    // place, so the mapped bytes do not change under us; as with every
+    // mmap-based loader, another process truncating the file meanwhile is
+    // outside what is supported. Bounds are checked by the safetensors parser.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Some(map))
+}
+
 /// Writes `bytes` to `path` via a temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -243,8 +277,13 @@ impl LoraAdapter {
             )));
         }
         let json = fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let weights = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        Self::from_bytes_with_limit(&json, &weights, base, max_bytes)
+        let weights = map_file(&weights_path)?;
+        Self::from_bytes_with_limit(
+            &json,
+            weights.as_deref().unwrap_or_default(),
+            base,
+            max_bytes,
+        )
     }
 
     /// Parses and validates an adapter from in-memory file contents.
@@ -279,6 +318,7 @@ impl LoraAdapter {
             config,
             pairs,
             qk_interleave,
+            id: OnceLock::new(),
         })
     }
 
@@ -345,7 +385,26 @@ impl LoraAdapter {
     /// scale, then every tensor's name, shape and f32 values in name order.
     /// Independent of JSON key order, of the dtype the file stored and of the
     /// base's Q/K row layout (values are hashed in Hugging Face layout).
+    /// Computed on first use and remembered.
     pub fn id(&self) -> String {
+        self.id.get_or_init(|| self.content_hash()).clone()
+    }
+
+    /// The same adapter with its content id given instead of computed, for
+    /// a caller that already knows it: a content-addressed store that
+    /// computed [`LoraAdapter::id`] when the adapter was written and loads
+    /// it back by that id. Hashing ~20 MiB of factors would otherwise cost
+    /// more than the load. The caller vouches for `id`: a wrong one would
+    /// mislabel this adapter everywhere its id is used (including the keys
+    /// of cached KV prefixes), so only pass an id the content was hashed to.
+    pub fn with_id(self, id: String) -> Self {
+        Self {
+            id: OnceLock::from(id),
+            ..self
+        }
+    }
+
+    fn content_hash(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"credence-lora-v1\0");
         let mut modules: Vec<(String, &LoraPair)> = self
@@ -444,5 +503,6 @@ pub fn random_adapter(
         config,
         pairs,
         qk_interleave: qk_interleave(base),
+        id: OnceLock::new(),
     }
 }

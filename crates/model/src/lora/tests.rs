@@ -232,6 +232,47 @@ fn value_and_size_errors() {
 }
 
 #[test]
+fn the_first_non_finite_value_is_found_in_any_block() {
+    let n = 3 * tensors::FINITE_BLOCK + 7;
+    assert_eq!(tensors::first_non_finite(&vec![1.5; n]), None);
+    assert_eq!(tensors::first_non_finite(&[]), None);
+    for at in [0, 1, 255, 256, 257, 700, n - 1] {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut v = vec![-2.0f32; n];
+            v[at] = bad;
+            // A later bad value must not hide the first one.
+            v[n - 1] = f32::NAN;
+            assert_eq!(tensors::first_non_finite(&v), Some(at), "{bad} at {at}");
+        }
+    }
+}
+
+#[test]
+fn loading_from_files_rejects_empty_and_corrupt_weights() {
+    let a = random_adapter(&base(), 2, &[LayerTensor::Up], 1);
+    let dir = tempfile::tempdir().unwrap();
+    a.save(dir.path()).unwrap();
+    let weights = dir.path().join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() - 3]).unwrap();
+    let err = LoraAdapter::load(dir.path(), &base()).unwrap_err();
+    assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+    std::fs::write(&weights, b"").unwrap();
+    let err = LoraAdapter::load(dir.path(), &base()).unwrap_err();
+    assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+}
+
+#[test]
+fn a_vouched_id_is_used_as_is_and_does_not_affect_equality() {
+    let a = random_adapter(&base(), 2, &[LayerTensor::Q], 3);
+    let computed = a.id();
+    let vouched = a.clone().with_id("given".into());
+    assert_eq!(vouched.id(), "given");
+    assert_eq!(vouched, a);
+    assert_eq!(a.id(), computed, "the computed id is remembered");
+}
+
+#[test]
 fn load_respects_file_size_limit() {
     let a = random_adapter(&base(), 2, &[LayerTensor::Up], 1);
     let dir = tempfile::tempdir().unwrap();

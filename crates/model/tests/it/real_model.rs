@@ -240,3 +240,42 @@ fn pooled_generation_with_a_reused_prefix_matches_a_fresh_one() {
         "{e}"
     );
 }
+
+#[test]
+fn a_preempted_generation_resumes_without_repeating_or_losing_tokens() {
+    let m = model();
+    let pool = ThreadPool::new(2);
+    let prompt = m.tokenizer().encode("Once upon a time", false).unwrap();
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 24,
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let straight = finish(m, &pool, Generation::new(m, &prompt, &params).unwrap());
+
+    let kv = m.new_pool(64 << 20);
+    let mut prefixes = PrefixCache::new(&kv, 64);
+    let mut g = Generation::in_pool_unreserved(m, &prompt, &params, &kv).unwrap();
+    assert_eq!(kv.used_bytes(), 0, "nothing is reserved up front");
+    let mut streamed = String::new();
+    let step = |g: &mut Generation<'_>, streamed: &mut String| {
+        g.reserve_input().unwrap();
+        let mut logits = m.forward(&pool, &mut [g.next_input()]).unwrap();
+        streamed.push_str(&g.accept(&mut logits[0]).unwrap());
+    };
+    for _ in 0..20 {
+        step(&mut g, &mut streamed);
+    }
+    g.record_prefix(&mut prefixes, "");
+    g.preempt();
+    assert_eq!(g.kv_bytes(), 0, "a preempted sequence holds no blocks");
+    assert_eq!(g.pending_tokens(), prompt.len() + 20);
+    // Its own recorded blocks come back instead of being recomputed.
+    assert_eq!(g.reuse_prefix(&mut prefixes, ""), 16);
+    while g.finished().is_none() {
+        step(&mut g, &mut streamed);
+    }
+    assert_eq!(g.output().text, straight);
+    assert_eq!(streamed, straight);
+}

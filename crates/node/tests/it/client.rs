@@ -13,12 +13,14 @@ use credence_node::{Node, NodeConfig};
 
 use super::model_path;
 
-const KEY: &str = "cr-client-test-key-0123456789";
+pub(crate) const KEY: &str = "cr-client-test-key-0123456789";
 
 /// A node serving on a loopback port from its own runtime; stops when dropped.
-struct RunningNode {
-    url: String,
-    base: LlamaConfig,
+pub(crate) struct RunningNode {
+    pub(crate) url: String,
+    pub(crate) base: LlamaConfig,
+    /// The node's datanet store (shared with the running server).
+    pub(crate) datanets: std::sync::Arc<credence_datanet::Datanets>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Runs the server; dropping it (after the stop signal) ends the node.
     _runtime: tokio::runtime::Runtime,
@@ -26,12 +28,17 @@ struct RunningNode {
 
 impl RunningNode {
     fn start(home: &Path) -> Self {
+        Self::start_with(home, |_| {})
+    }
+
+    /// Starts a node whose configuration `tweak` may change first.
+    pub(crate) fn start_with(home: &Path, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             model: model_path().display().to_string(),
             threads: 2,
@@ -39,7 +46,9 @@ impl RunningNode {
             api_keys: vec![KEY.to_owned()],
             ..NodeConfig::default()
         };
+        tweak(&mut config);
         let node = runtime.block_on(Node::start(&config)).expect("node starts");
+        let datanets = std::sync::Arc::clone(node.datanets());
         let url = format!("http://{}", node.local_addr());
         let base = node.state().model().config().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -49,12 +58,13 @@ impl RunningNode {
         Self {
             url,
             base,
+            datanets,
             stop: Some(stop),
             _runtime: runtime,
         }
     }
 
-    fn client(&self, key: &str) -> NodeClient {
+    pub(crate) fn client(&self, key: &str) -> NodeClient {
         NodeClient::new(&self.url, Some(key.to_owned())).expect("valid URL")
     }
 }
@@ -68,7 +78,7 @@ impl Drop for RunningNode {
     }
 }
 
-fn save_adapter(base: &LlamaConfig, dir: &Path, seed: u64) {
+pub(crate) fn save_adapter(base: &LlamaConfig, dir: &Path, seed: u64) {
     random_adapter(base, 8, &[LayerTensor::Q, LayerTensor::V], seed)
         .save(dir)
         .expect("adapter saved");

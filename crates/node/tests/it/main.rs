@@ -1,6 +1,7 @@
 //! Integration tests of the node crate against the real default model.
 
 mod client;
+mod settlement;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@
 //! are written before the catalogue names it, so a crash leaves at worst an
 //! unreferenced directory, never a catalogue entry without its files.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +29,8 @@ const CATALOG: &str = "catalog.json";
 #[derive(Debug, Clone)]
 pub(crate) struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The root directory when the store is a local directory.
+    local: Option<PathBuf>,
 }
 
 /// The two files of one adapter, as stored.
@@ -51,7 +54,17 @@ impl Blobs {
             }
             None => Arc::new(object_store::memory::InMemory::new()),
         };
-        Ok(Self { store })
+        Ok(Self {
+            store,
+            local: dir.map(std::path::Path::to_path_buf),
+        })
+    }
+
+    /// The directory holding an adapter's files, when the store is a local
+    /// directory: loading maps the files there instead of reading them
+    /// through `object_store` into a buffer.
+    pub(crate) fn local_adapter_dir(&self, id: &str) -> Option<PathBuf> {
+        self.local.as_ref().map(|root| root.join(id))
     }
 
     /// Stores an adapter's files under its id: weights first, then the config.

@@ -184,18 +184,36 @@ impl AdapterRegistry {
     }
 
     async fn load_from_store(&self, id: &str) -> Result<LoraAdapter> {
-        let files = self.blobs.get_adapter(id).await?;
         let base = self.base.clone();
-        let id = id.to_owned();
-        // The store holds what this node validated and wrote, so the content
-        // id is not re-hashed here (that would cost more than the load);
-        // shapes and values are still checked by `from_bytes`.
-        tokio::task::spawn_blocking(move || {
-            LoraAdapter::from_bytes(&files.config, &files.weights, &base)
-                .map_err(|e| ApiError::Internal(format!("stored adapter {id} is unreadable: {e}")))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("adapter load task failed: {e}")))?
+        let known_id = id.to_owned();
+        let unreadable = {
+            let id = id.to_owned();
+            move |e: credence_model::Error| {
+                ApiError::Internal(format!("stored adapter {id} is unreadable: {e}"))
+            }
+        };
+        // The store holds what this node validated and wrote under its
+        // content id, so the id is not re-hashed here (that would cost more
+        // than the load); shapes and values are still checked, which is cheap.
+        let load = match self.blobs.local_adapter_dir(id) {
+            // A local directory: decode straight from the mapped file.
+            Some(dir) => tokio::task::spawn_blocking(move || {
+                LoraAdapter::load(&dir, &base).map_err(unreadable)
+            }),
+            None => {
+                let files = self.blobs.get_adapter(id).await?;
+                tokio::task::spawn_blocking(move || {
+                    LoraAdapter::from_bytes(&files.config, &files.weights, &base)
+                        .map_err(unreadable)
+                })
+            }
+        };
+        let adapter = load
+            .await
+            .map_err(|e| ApiError::Internal(format!("adapter load task failed: {e}")))??;
+        // The store is content-addressed: these files were written under the
+        // id computed from this content at registration.
+        Ok(adapter.with_id(known_id))
     }
 
     /// Loads `name` into the RAM cache (a prefetch) and optionally pins it.

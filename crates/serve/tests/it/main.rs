@@ -7,6 +7,7 @@ mod adapters;
 mod api;
 mod openai_client;
 mod openapi;
+mod scheduling;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
