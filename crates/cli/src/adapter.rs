@@ -67,6 +67,34 @@ enum AdapterCommand {
         /// Adapter id, id prefix or alias.
         name: String,
     },
+    /// Sell an adapter: register it in the chain's ModelRegistry with a
+    /// price and fee split, owned by the signing wallet.
+    Register(RegisterArgs),
+}
+
+#[derive(Debug, Args)]
+struct RegisterArgs {
+    /// Adapter id, id prefix or alias on the node.
+    name: String,
+    /// Price in OPEN per 1,000 tokens, e.g. 0.01.
+    #[arg(long)]
+    price: String,
+    /// Owner/contributors/node shares of each fee, as percentages or basis points.
+    #[arg(long, default_value = "30/60/10")]
+    split: String,
+    /// Root of a datanet version the adapter was trained on (repeatable);
+    /// its contributors earn the contributors' share.
+    #[arg(long = "datanet-root", value_name = "ROOT")]
+    datanet_roots: Vec<credence_ledger::B256>,
+    /// SHA-256 of the base model's weights [default: the default model's].
+    #[arg(long, value_name = "HASH")]
+    base_model_hash: Option<credence_ledger::B256>,
+    /// JSON-RPC endpoint of an external chain [default: the node's /rpc].
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// Sign with dev account N of the public dev mnemonic instead of <home>/wallet.key.
+    #[arg(long, value_name = "N")]
+    dev_account: Option<u32>,
 }
 
 /// Runs one `credence adapter` subcommand.
@@ -98,6 +126,7 @@ pub(crate) fn run(args: &AdapterArgs) -> Result<()> {
         }
         AdapterCommand::Pin { name } => act(&client, name, args.json, NodeClient::pin_adapter),
         AdapterCommand::Unpin { name } => act(&client, name, args.json, NodeClient::unpin_adapter),
+        AdapterCommand::Register(register) => sell(&client, &args.connect, register, args.json),
     }
 }
 
@@ -115,6 +144,50 @@ fn add(client: &NodeClient, dir: &std::path::Path, alias: Option<&str>, json: bo
     };
     println!("{how}: {}", added.adapter.id);
     print!("{}", details(&added.adapter));
+    Ok(())
+}
+
+/// Registers an adapter on-chain with the signer as its owner.
+fn sell(client: &NodeClient, connect: &ClientConfig, r: &RegisterArgs, json: bool) -> Result<()> {
+    let adapter = client.get_adapter(&resolve(client, &r.name)?)?;
+    let wallet = crate::pay::wallet(connect.home.as_deref(), r.dev_account)?
+        .context("no wallet: run `credence wallet new` (or `import`), or pass --dev-account N")?;
+    let rpc = r
+        .rpc
+        .clone()
+        .unwrap_or_else(|| format!("{}/rpc", client.url()));
+    let chain = credence_ledger::Client::http(&rpc, Some(wallet))
+        .with_context(|| format!("cannot reach the chain at {rpc}"))?;
+    let deployment = credence_ledger::ops::remote_deployment(&chain)?.context(
+        "this chain does not say where the contracts are; use `credence chain` commands",
+    )?;
+    let base_model_hash = match r.base_model_hash {
+        Some(hash) => hash,
+        None => credence_node::pay::default_base_model_hash()
+            .context("pass --base-model-hash (the SHA-256 of the base model file)")?,
+    };
+    let registration = credence_node::pay::Registration {
+        content_id: adapter
+            .id
+            .parse()
+            .context("the adapter id is not a 32-byte hex hash")?,
+        base_model_hash,
+        datanet_roots: r.datanet_roots.clone(),
+        price_per_1k: u128::try_from(credence_ledger::units::parse_amount(&r.price)?)
+            .context("--price is too large")?,
+        split: credence_node::pay::parse_split(&r.split).map_err(anyhow::Error::msg)?,
+    };
+    let id =
+        credence_node::pay::register_adapter(&chain, deployment.contracts.models, &registration)?;
+    if json {
+        let out = serde_json::json!({ "adapter": adapter.id, "registryId": id.to_string() });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "registered {} as #{id} at {} OPEN per 1k tokens (split {})",
+            adapter.id, r.price, r.split
+        );
+    }
     Ok(())
 }
 

@@ -264,15 +264,12 @@ fn chat(home: &Path, url: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_paid_chat_is_settled_and_its_earnings_claimed_from_the_command_line() {
-    use credence_ledger::contracts::ModelRegistry;
-    use credence_ledger::contracts::model_registry::ModelRegistry::FeeSplit;
-
     let dir = tempfile_dir("credence-pay");
     let node = Node::start(&dir);
     let url = node.url.as_str();
 
-    // The developer uploads an adapter and prices it on-chain (no datanet:
-    // the contributors' part goes to the owner).
+    // The developer uploads an adapter and registers it for sale (no
+    // datanet: the contributors' part goes to the owner).
     let peft = dir.join("peft");
     adapter_dir(&peft);
     let added = json(&ok(cli(
@@ -287,32 +284,39 @@ fn a_paid_chat_is_settled_and_its_earnings_claimed_from_the_command_line() {
             "--json",
         ],
     )));
-    let id = added["id"].as_str().expect("id").to_owned();
-    let developer =
-        credence_ledger::dev_wallets(credence_ledger::DEV_MNEMONIC, 4).expect("wallets")[3].clone();
-    let chain =
-        credence_ledger::Client::http(&format!("{url}/rpc"), Some(developer.clone())).expect("rpc");
-    let models = credence_ledger::ops::remote_deployment(&chain)
-        .expect("rpc")
-        .expect("known")
-        .contracts
-        .models;
-    chain
-        .send(
-            models,
-            &ModelRegistry::registerCall {
-                contentHash: id.parse().expect("hex id"),
-                baseModelHash: credence_ledger::B256::repeat_byte(1),
-                datanetRoots: vec![],
-                pricePer1kTokens: credence_ledger::U256::from(OPEN).to(),
-                split: FeeSplit {
-                    ownerBps: 3000,
-                    contributorsBps: 6000,
-                    nodeBps: 1000,
-                },
-            },
-        )
-        .expect("register");
+    assert!(added["id"].is_string(), "{added}");
+    let registered = json(&ok(cli(
+        &dir,
+        url,
+        &[
+            "adapter",
+            "register",
+            "tuned",
+            "--price",
+            "1",
+            "--split",
+            "30/60/10",
+            "--dev-account",
+            "3",
+            "--json",
+        ],
+    )));
+    assert_eq!(registered["registryId"], "1", "{registered}");
+    let twice = failure(cli(
+        &dir,
+        url,
+        &[
+            "adapter",
+            "register",
+            "tuned",
+            "--price",
+            "1",
+            "--dev-account",
+            "3",
+        ],
+    ));
+    assert!(twice.contains("already registered"), "{twice}");
+    let chain = credence_ledger::Client::http(&format!("{url}/rpc"), None).expect("rpc");
 
     // Without a voucher the priced adapter is refused; with --pay it answers.
     let refused = failure(chat(&dir, url, &["--adapter", "tuned"]));
