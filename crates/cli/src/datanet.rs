@@ -16,8 +16,8 @@ use credence_datanet::hash::sha256_reader;
 use credence_datanet::ingest::{Chunking, CsvMapping, Format, Limits};
 use credence_datanet::merkle::InclusionProof;
 use credence_datanet::model::{
-    AccessDecision, AccessRequest, CommitRequest, ContributionHeader, CreateDatanet, Decision,
-    Review, Signed, Status, Visibility,
+    AccessDecision, AccessRequest, CommitRequest, ContributionHeader, CreateDatanet, CuratorChange,
+    Decision, Review, Signed, Status, Visibility,
 };
 use credence_datanet::sign::LocalSigner;
 use credence_datanet::{Address, Datanets, Hash32, now_millis};
@@ -54,6 +54,9 @@ pub(crate) enum DatanetCommand {
     Request(RequestArgs),
     /// Grant (or with --deny, refuse) an address read access (owner only).
     Grant(GrantArgs),
+    /// Add or remove a curator (owner only).
+    #[command(subcommand)]
+    Curator(CuratorCommand),
     /// Show contributors' accepted, rejected and flagged counts.
     Contributors(NameArg),
 }
@@ -213,6 +216,23 @@ pub(crate) struct RequestArgs {
     message: String,
 }
 
+/// `credence datanet curator …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CuratorCommand {
+    /// Let an address accept and reject records and commit versions.
+    Add(CuratorArgs),
+    /// Take that right away again.
+    Rm(CuratorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CuratorArgs {
+    /// The datanet.
+    name: String,
+    /// The curator's address.
+    address: String,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct GrantArgs {
     /// The datanet.
@@ -248,6 +268,7 @@ pub(crate) fn run(command: DatanetCommand, common: &Common) -> Result<()> {
         DatanetCommand::Prove(args) => prove(&nets, &args, common.key_file.as_deref()),
         DatanetCommand::Request(args) => request(&nets, args, &key()?),
         DatanetCommand::Grant(args) => grant(&nets, &args, &key()?),
+        DatanetCommand::Curator(change) => curator(&nets, change, &key()?),
         DatanetCommand::Contributors(args) => contributors(&nets, &args.name),
     }
 }
@@ -645,6 +666,31 @@ fn grant(nets: &Datanets, args: &GrantArgs, key: &LocalSigner) -> Result<()> {
     println!(
         "{} on `{}`: {}",
         access.address, access.datanet, access.status
+    );
+    Ok(())
+}
+
+fn curator(nets: &Datanets, change: CuratorCommand, key: &LocalSigner) -> Result<()> {
+    let (args, add) = match change {
+        CuratorCommand::Add(args) => (args, true),
+        CuratorCommand::Rm(args) => (args, false),
+    };
+    let payload = CuratorChange {
+        datanet: args.name,
+        address: args.address.parse()?,
+        add,
+        time: now_millis(),
+    };
+    let datanet = nets.change_curator(&Signed::sign(payload, key)?)?;
+    let curators: Vec<String> = datanet.curators.iter().map(ToString::to_string).collect();
+    println!(
+        "curators of `{}`: {}",
+        datanet.id,
+        if curators.is_empty() {
+            "none besides the owner".into()
+        } else {
+            curators.join(", ")
+        }
     );
     Ok(())
 }

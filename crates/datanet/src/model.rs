@@ -221,6 +221,23 @@ impl Action for AccessDecision {
     const KIND: &'static str = "access-decision";
 }
 
+/// Add or remove a curator; signed by the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CuratorChange {
+    /// The datanet.
+    pub datanet: String,
+    /// Who becomes or stops being a curator.
+    pub address: Address,
+    /// Add (true) or remove (false).
+    pub add: bool,
+    /// Unix milliseconds when signed; makes each change a distinct, non-replayable action.
+    pub time: i64,
+}
+
+impl Action for CuratorChange {
+    const KIND: &'static str = "curator-change";
+}
+
 /// Proof, for one request over HTTP, that the caller holds an address that may
 /// read a permissioned datanet; signed by that address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

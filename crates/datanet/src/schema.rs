@@ -6,7 +6,7 @@
 use credence_store::Migration;
 
 /// Every migration, oldest first. Never edit a shipped one; append.
-pub(crate) const MIGRATIONS: &[Migration] = &[V1];
+pub(crate) const MIGRATIONS: &[Migration] = &[V1, V2];
 
 const V1: Migration = r#"
 CREATE TABLE datanets (
@@ -98,3 +98,7 @@ CREATE TABLE actions (
     at INTEGER NOT NULL
 );
 "#;
+
+/// The LSH band index moved to memory (`service::lsh`), rebuilt from
+/// `records.minhash`: writing 32 band rows per record bounded ingest throughput.
+const V2: Migration = "DROP TABLE lsh;";

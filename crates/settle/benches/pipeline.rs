@@ -236,17 +236,35 @@ fn gas_per_step() {
         // A higher voucher for the next epoch, so its redemption is a repeat one.
         header = voucher(&node, 2000 * OPEN);
     }
-    let account = Address::with_last_byte(0xC1);
     let distributor = node.chain.deployment().distributor;
-    let proof = node.settler.proof(account).expect("proof").expect("earned");
-    let first = credence_settle::settler::claim(&node.client, distributor, &proof).expect("claim");
+    let claim = |account: Address| {
+        let proof = node.settler.proof(account).expect("proof").expect("earned");
+        credence_settle::settler::claim(&node.client, distributor, &proof).expect("claim")
+    };
+    let empty = claim(Address::with_last_byte(0xC1));
+    // A contributor who already holds OPEN: no zero-to-nonzero balance write.
+    let holder = Address::with_last_byte(0xC2);
+    node.client
+        .send(
+            node.chain.deployment().token,
+            &OpenToken::transferCall {
+                to: holder,
+                value: U256::from(1u64),
+            },
+        )
+        .expect("transfer");
+    let holding = claim(holder);
     println!(
-        "gas: redeem first {} / later {}, postEpoch first {} / later {}, claim (first, into an empty wallet) {}",
+        "gas: redeem first {} / later {}, postEpoch first {} / later {}, vote mints {} / {}, \
+         claim into an empty wallet {}, claim into a wallet holding OPEN {}",
         rounds[0].gas.redeem,
         rounds[1].gas.redeem,
         rounds[0].gas.post,
         rounds[1].gas.post,
-        first.gas_used
+        rounds[0].gas.votes,
+        rounds[1].gas.votes,
+        empty.gas_used,
+        holding.gas_used
     );
 }
 

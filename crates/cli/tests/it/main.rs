@@ -1,6 +1,7 @@
 //! End-to-end tests of the `credence` binary.
 
 mod chain;
+mod datanet;
 mod remote;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};

@@ -1,8 +1,9 @@
 //! The datanet HTTP API, mounted by the node under `/v1/datanets`.
 //!
 //! JSON in and out; uploads stream the raw file as the request body (NDJSON for
-//! JSONL, or CSV/text/Markdown as declared in the signed header) and exports
-//! stream NDJSON back. Every write carries an EIP-191 signature (see
+//! JSONL, or CSV/text/Markdown as declared in the signed header) or as the last
+//! part of a `multipart/form-data` form (see `upload`), and exports stream
+//! NDJSON back. Every write carries an EIP-191 signature (see
 //! [`crate::model::Signed`]); reads of permissioned datanets carry a signed
 //! [`ReadPermit`] in the `x-credence-read` header. The blocking store work runs
 //! on tokio's blocking pool, never on the async workers.
@@ -12,7 +13,7 @@
 //! | `GET /v1/datanets` | all datanets |
 //! | `POST /v1/datanets` | `Signed<CreateDatanet>` → 201 datanet |
 //! | `GET /v1/datanets/{id}` | the datanet |
-//! | `POST /v1/datanets/{id}/contributions` | header `x-credence-contribution: Signed<ContributionHeader>` (JSON), body the file → 201 report |
+//! | `POST /v1/datanets/{id}/contributions` | header `x-credence-contribution: Signed<ContributionHeader>` (JSON), body the file; or a multipart form with the header's fields and a `file` part → 201 report |
 //! | `GET /v1/datanets/{id}/records?status=&after=&limit=` | records with status and provenance |
 //! | `POST /v1/datanets/{id}/reviews` | `Signed<Review>` → outcomes |
 //! | `GET`, `POST /v1/datanets/{id}/versions` | log; `Signed<CommitRequest>` → 201 version |
@@ -22,6 +23,7 @@
 //! | `GET /v1/datanets/{id}/versions/{v}/proofs/{record}` | inclusion proof |
 //! | `GET /v1/datanets/{id}/diff?from=&to=` | records added and removed |
 //! | `GET /v1/datanets/{id}/contributors` | reputation per contributor |
+//! | `POST /v1/datanets/{id}/curators` | `Signed<CuratorChange>` (owner) → the datanet |
 //! | `GET /v1/datanets/{id}/access` | requests and grants (curators only) |
 //! | `POST /v1/datanets/{id}/access/requests` | `Signed<AccessRequest>` |
 //! | `POST /v1/datanets/{id}/access/decisions` | `Signed<AccessDecision>` (owner) |
@@ -33,7 +35,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,11 +44,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, classify};
+pub use upload::{CONTRIBUTION_FIELD, FILE_FIELD};
 
 use crate::hash::{Address, Hash32};
 use crate::model::{
-    AccessDecision, AccessRequest, CommitRequest, ContributionHeader, CreateDatanet, ReadPermit,
-    Review, Signed, Status,
+    AccessDecision, AccessRequest, CommitRequest, ContributionHeader, CreateDatanet, CuratorChange,
+    ReadPermit, Review, Signed, Status,
 };
 use crate::service::now;
 use crate::{Datanets, Error, Result};
@@ -89,6 +92,7 @@ pub fn router(datanets: Arc<Datanets>) -> Router {
         )
         .route(&format!("{v}/{{id}}/diff"), get(diff))
         .route(&format!("{v}/{{id}}/contributors"), get(contributors))
+        .route(&format!("{v}/{{id}}/curators"), post(change_curator))
         .route(&format!("{v}/{{id}}/access"), get(access_list))
         .route(&format!("{v}/{{id}}/access/requests"), post(request_access))
         .route(&format!("{v}/{{id}}/access/decisions"), post(decide_access))
@@ -157,20 +161,40 @@ async fn show(State(nets): State<Shared>, Path(id): Path<String>) -> Answer<Resp
 async fn contribute(
     State(nets): State<Shared>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Answer<Response> {
-    let value = headers.get(CONTRIBUTION_HEADER).ok_or_else(|| {
-        Error::invalid(
-            CONTRIBUTION_HEADER,
-            "missing: the signed contribution header",
-        )
-    })?;
-    let signed: Signed<ContributionHeader> = parse_json(CONTRIBUTION_HEADER, value.as_bytes())?;
+    let header = request
+        .headers()
+        .get(CONTRIBUTION_HEADER)
+        .map(|value| {
+            parse_json::<Signed<ContributionHeader>>(CONTRIBUTION_HEADER, value.as_bytes())
+        })
+        .transpose()?;
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (signed, reader) = if is_form {
+        let form = Multipart::from_request(request, &()).await.map_err(|e| {
+            Error::invalid(
+                "body",
+                format!("not a multipart/form-data body: {}", e.body_text()),
+            )
+        })?;
+        upload::multipart(form, header, id.clone()).await?
+    } else {
+        let header = header.ok_or_else(|| {
+            Error::invalid(
+                CONTRIBUTION_HEADER,
+                "missing: the signed contribution header (or send a multipart/form-data form)",
+            )
+        })?;
+        (header, upload::BodyReader::spawn(request.into_body()))
+    };
     same_datanet(&id, &signed.payload.datanet)?;
     // Fail fast on a bad signature before reading a byte of the upload.
     signed.verify()?;
-    let reader = upload::BodyReader::spawn(body);
     let report = blocking(move || nets.contribute(&signed, reader, &mut |_| {})).await?;
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }
@@ -334,6 +358,16 @@ async fn diff(
 
 async fn contributors(State(nets): State<Shared>, Path(id): Path<String>) -> Answer<Response> {
     Ok(Json(blocking(move || nets.reputation(&id)).await?).into_response())
+}
+
+async fn change_curator(
+    State(nets): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer<Response> {
+    let request: Signed<CuratorChange> = parse_json("body", &body)?;
+    same_datanet(&id, &request.payload.datanet)?;
+    Ok(Json(blocking(move || nets.change_curator(&request)).await?).into_response())
 }
 
 async fn access_list(

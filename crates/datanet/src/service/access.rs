@@ -1,10 +1,13 @@
-//! Read access to permissioned datanets: signed requests and owner-signed grants.
+//! Who may do what: read access to permissioned datanets (signed requests and
+//! owner-signed grants) and owner-signed curator changes.
 
 use credence_store::rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Datanets, now, record_action};
 use crate::hash::Address;
-use crate::model::{Access, AccessDecision, AccessRequest, Datanet, Signed, Visibility};
+use crate::model::{
+    Access, AccessDecision, AccessRequest, CuratorChange, Datanet, Signed, Visibility,
+};
 use crate::{Error, Result};
 
 impl Datanets {
@@ -68,7 +71,58 @@ impl Datanets {
         })
     }
 
-    /// The datanet, if `reader` may read it (see [`Datanets::export`]).
+    /// Applies the owner's signed change to the curators; returns the datanet as
+    /// it is afterwards. Adding a curator twice or removing a non-curator is refused
+    /// (409), so a change that does nothing never looks applied.
+    pub fn change_curator(&self, request: &Signed<CuratorChange>) -> Result<Datanet> {
+        let digest = request.verify()?;
+        let change = &request.payload;
+        let datanet = self.get(&change.datanet)?;
+        if request.signer != datanet.owner {
+            return Err(Error::Forbidden {
+                address: request.signer.to_string(),
+                action: "change curators",
+                datanet: datanet.id,
+            });
+        }
+        if change.address == datanet.owner {
+            return Err(Error::invalid(
+                "address",
+                "is the owner, who always curates",
+            ));
+        }
+        let address = change.address.to_string();
+        self.db.write(|tx| {
+            record_action(tx, &digest, "curator-change", &request.signer)?;
+            let changed = if change.add {
+                tx.execute(
+                    "INSERT OR IGNORE INTO curators (datanet_id, address) VALUES (?1, ?2)",
+                    params![datanet.id, address],
+                )?
+            } else {
+                tx.execute(
+                    "DELETE FROM curators WHERE datanet_id = ?1 AND address = ?2",
+                    params![datanet.id, address],
+                )?
+            };
+            if changed == 0 {
+                let state = if change.add { "already" } else { "not" };
+                return Err(Error::Conflict(format!(
+                    "{address} is {state} a curator of `{}`",
+                    datanet.id
+                )));
+            }
+            super::load(tx, &datanet.id)?.ok_or_else(|| Error::not_found("datanet", &datanet.id))
+        })
+    }
+
+    /// The datanet, if `reader` may read it: the check every consumer of a
+    /// datanet's records makes first — export, proofs, diffs, listings, and
+    /// training, which must call it with the trainer's address before reading a
+    /// version (or read through [`Datanets::export`], which calls it). Anyone may
+    /// read a public datanet; a permissioned one needs the owner, a curator, or an
+    /// address the owner granted access. Fails with [`Error::Forbidden`] otherwise,
+    /// and [`Error::NotFound`] for an unknown datanet.
     pub fn authorize_read(&self, datanet: &str, reader: Option<&Address>) -> Result<Datanet> {
         let net = self.get(datanet)?;
         self.db.read(|conn| check_read(conn, &net, reader))?;

@@ -13,13 +13,15 @@
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 
-use credence_store::rusqlite::{Transaction, params};
+use credence_store::rusqlite::{Statement, Transaction, params};
 
-use super::dedup::{self, Match, Scope};
+use super::dedup::{Lookup, Match, Scope};
+use super::lsh::BandIndex;
 use super::{Datanets, now};
 use crate::hash::{Address, Hash32};
-use crate::ingest::{self, Item, Limits, LineError, Tee};
+use crate::ingest::{self, Format, Item, Limits, LineError, Tee};
 use crate::minhash::Signature;
 use crate::model::{ContributionHeader, ContributionReport, Signed, Status};
 use crate::{Error, Result};
@@ -36,10 +38,23 @@ pub struct Progress {
 /// Line problems kept in a report (all are counted).
 const REPORTED_PROBLEMS: usize = 100;
 
+/// Records parsed and hashed together; MinHash signatures, the costliest part of
+/// ingest, are computed for a batch on up to [`MAX_WORKERS`] threads.
+const BATCH: usize = 256;
+
+/// Batches waiting for the database thread, beyond the one being parsed.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Most threads hashing one batch.
+const MAX_WORKERS: usize = 4;
+
 /// How often (in records) progress is reported.
 const PROGRESS_EVERY: u64 = 256;
 
-struct Ingest<'a> {
+struct Ingest<'a, 'tx> {
+    /// Prepared once per contribution (see [`Lookup`] for why not cached).
+    lookup: Lookup<'tx>,
+    insert: Statement<'tx>,
     datanet: &'a str,
     contribution: String,
     contributor: String,
@@ -47,67 +62,148 @@ struct Ingest<'a> {
     report: ContributionReport,
 }
 
-impl Ingest<'_> {
-    fn add(&mut self, tx: &Transaction<'_>, item: Item) -> Result<()> {
+/// An item with the per-record work done (canonical form, content id, MinHash)
+/// on the parsing thread, so the database thread only looks up
+/// and inserts.
+enum Prepared {
+    Record {
+        line: u64,
+        canonical: String,
+        id: Hash32,
+        signature: Option<Signature>,
+    },
+    Bad(LineError),
+}
+
+impl Prepared {
+    fn of(item: Item) -> Self {
         match item {
-            Item::Bad(problem) => self.bad(problem),
+            Item::Bad(problem) => Self::Bad(problem),
             Item::Record { line, example } => {
-                let stored = self.report.pending
-                    + self.report.exact_duplicates
-                    + self.report.near_duplicates;
-                if stored >= self.limits.max_records as u64 {
-                    return Err(Error::TooLarge {
-                        what: "records in one contribution",
-                        limit: self.limits.max_records as u64,
-                    });
-                }
-                let id = example.content_id();
+                let canonical = example.canonical();
                 let signature = Signature::of(&example.text());
-                let found =
-                    dedup::find(tx, self.datanet, &id, signature.as_ref(), Scope::Live, -1)?;
-                let (status, reason) = match found {
-                    None => {
-                        self.report.pending += 1;
-                        (Status::Pending, None)
-                    }
-                    Some(Match::Exact(entry)) => {
-                        self.report.exact_duplicates += 1;
-                        (
-                            Status::Duplicate,
-                            Some(format!("exact copy of entry {entry}")),
-                        )
-                    }
-                    Some(Match::Near(entry)) => {
-                        self.report.near_duplicates += 1;
-                        (
-                            Status::Duplicate,
-                            Some(format!("near copy of entry {entry}")),
-                        )
-                    }
-                };
-                tx.prepare_cached(
-                    "INSERT INTO records (datanet_id, content_id, contribution_id, contributor, \
-                     line, body, minhash, status, duplicate_of, reason) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?
-                .execute(params![
-                    self.datanet,
-                    id.to_string(),
-                    self.contribution,
-                    self.contributor,
-                    line as i64,
-                    example.canonical(),
-                    signature.as_ref().map(Signature::to_bytes),
-                    status.as_str(),
-                    found.map(Match::entry),
-                    reason
-                ])?;
-                if let Some(signature) = &signature {
-                    dedup::index(tx, self.datanet, tx.last_insert_rowid(), signature)?;
+                Self::Record {
+                    line,
+                    id: Hash32::sha256(canonical.as_bytes()),
+                    canonical,
+                    signature,
                 }
-                Ok(())
             }
         }
+    }
+}
+
+/// [`Prepared::of`] for every item, in order, split over `workers` threads.
+fn prepare(mut items: Vec<Item>, workers: usize) -> Vec<Prepared> {
+    let per_thread = items.len().div_ceil(workers.max(1)).max(1);
+    if items.len() <= per_thread {
+        return items.into_iter().map(Prepared::of).collect();
+    }
+    let mut chunks = Vec::with_capacity(workers);
+    while items.len() > per_thread {
+        let rest = items.split_off(per_thread);
+        chunks.push(std::mem::replace(&mut items, rest));
+    }
+    chunks.push(items);
+    std::thread::scope(|scope| {
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                scope.spawn(move || chunk.into_iter().map(Prepared::of).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out: Vec<Prepared> = first.into_iter().map(Prepared::of).collect();
+        for handle in others {
+            // A panic here is a bug; pass it on to the parsing thread's join.
+            out.extend(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+        }
+        out
+    })
+}
+
+impl<'a, 'tx> Ingest<'a, 'tx> {
+    fn new(
+        tx: &'tx Transaction<'_>,
+        datanet: &'a str,
+        header: &Signed<ContributionHeader>,
+        id: Hash32,
+        limits: &'a Limits,
+    ) -> Result<Self> {
+        Ok(Self {
+            lookup: Lookup::new(tx, Scope::Live)?,
+            insert: tx.prepare(
+                "INSERT INTO records (datanet_id, content_id, contribution_id, contributor, \
+                 line, body, minhash, status, duplicate_of, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?,
+            datanet,
+            contribution: id.to_string(),
+            contributor: header.signer.to_string(),
+            limits,
+            report: empty_report(id, header.signer),
+        })
+    }
+
+    fn add(&mut self, bands: &mut BandIndex, item: Prepared) -> Result<()> {
+        let (line, canonical, id, signature) = match item {
+            Prepared::Bad(problem) => return self.bad(problem),
+            Prepared::Record {
+                line,
+                canonical,
+                id,
+                signature,
+            } => (line, canonical, id, signature),
+        };
+        if self.stored() >= self.limits.max_records as u64 {
+            return Err(Error::TooLarge {
+                what: "records in one contribution",
+                limit: self.limits.max_records as u64,
+            });
+        }
+        let found = self
+            .lookup
+            .find(bands, self.datanet, &id, signature.as_ref(), -1)?;
+        let (status, reason) = match found {
+            None => {
+                self.report.pending += 1;
+                (Status::Pending, None)
+            }
+            Some(Match::Exact(entry)) => {
+                self.report.exact_duplicates += 1;
+                (
+                    Status::Duplicate,
+                    Some(format!("exact copy of entry {entry}")),
+                )
+            }
+            Some(Match::Near(entry)) => {
+                self.report.near_duplicates += 1;
+                (
+                    Status::Duplicate,
+                    Some(format!("near copy of entry {entry}")),
+                )
+            }
+        };
+        let entry = self.insert.insert(params![
+            self.datanet,
+            id.to_string(),
+            self.contribution,
+            self.contributor,
+            line as i64,
+            canonical,
+            signature.as_ref().map(Signature::to_bytes),
+            status.as_str(),
+            found.map(Match::entry),
+            reason
+        ])?;
+        if let Some(signature) = &signature {
+            bands.insert(entry, signature)?;
+        }
+        Ok(())
     }
 
     fn bad(&mut self, problem: LineError) -> Result<()> {
@@ -135,11 +231,12 @@ impl Ingest<'_> {
 impl Datanets {
     /// Verifies and ingests a contribution read from `reader`, which must hold
     /// exactly the bytes whose SHA-256 the contributor signed. `progress` is
-    /// called as the file is read.
+    /// called as the file is read. The reader is read on a parsing thread (hence
+    /// `Send`) while this thread writes the records, all in one transaction.
     pub fn contribute(
         &self,
         header: &Signed<ContributionHeader>,
-        reader: impl Read,
+        reader: impl Read + Send,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ContributionReport> {
         let id = header.verify()?;
@@ -147,29 +244,19 @@ impl Datanets {
         ingest::validate(&spec.format)?;
         let datanet = self.get(&spec.datanet)?;
         let mut tee = Tee::new(reader, self.blobs.writer()?, self.limits.max_file_bytes);
-        let counter = tee.counter();
         let limits = self.limits;
-        self.db.write(|tx| {
+        self.write_indexed(&datanet.id, |tx, bands| {
             insert_contribution(tx, &id, header)?;
-            let mut ingest = Ingest {
-                datanet: &datanet.id,
-                contribution: id.to_string(),
-                contributor: header.signer.to_string(),
-                limits: &limits,
-                report: empty_report(id, header.signer),
-            };
-            let parsed = ingest::parse(&mut tee, &spec.format, &limits, &mut |item| {
-                ingest.add(tx, item)?;
-                let stored = ingest.stored();
-                if stored.is_multiple_of(PROGRESS_EVERY) {
-                    let bytes = counter.load(Ordering::Relaxed);
-                    progress(Progress {
-                        bytes,
-                        records: stored,
-                    });
-                }
-                Ok(())
-            });
+            let mut ingest = Ingest::new(tx, &datanet.id, header, id, &limits)?;
+            let (parsed, consumed) = pipeline(
+                &mut tee,
+                &spec.format,
+                &limits,
+                &mut ingest,
+                bands,
+                progress,
+            );
+            consumed?;
             if tee.exceeded() {
                 return Err(Error::TooLarge {
                     what: "uploaded file (bytes)",
@@ -202,6 +289,66 @@ impl Datanets {
             Ok(ingest.report)
         })
     }
+}
+
+/// Parses and hashes `tee` on other threads while `ingest` stores the records on
+/// this one (which holds the transaction); the bounded channel between them keeps
+/// a few batches of records in memory. Returns the parsing side's result and the
+/// storing side's: when storing fails, the parser stops at its next batch.
+fn pipeline<R: Read + Send>(
+    tee: &mut Tee<R>,
+    format: &Format,
+    limits: &Limits,
+    ingest: &mut Ingest<'_, '_>,
+    bands: &mut BandIndex,
+    progress: &mut dyn FnMut(Progress),
+) -> (Result<()>, Result<()>) {
+    let counter = tee.counter();
+    std::thread::scope(|scope| {
+        let (send, receive) = mpsc::sync_channel::<Vec<Prepared>>(BATCHES_IN_FLIGHT);
+        let parser = scope.spawn(move || parse_in_batches(tee, format, limits, &send));
+        let consumed = receive.iter().flatten().try_for_each(|item| {
+            ingest.add(bands, item)?;
+            let stored = ingest.stored();
+            if stored.is_multiple_of(PROGRESS_EVERY) {
+                progress(Progress {
+                    bytes: counter.load(Ordering::Relaxed),
+                    records: stored,
+                });
+            }
+            Ok::<_, Error>(())
+        });
+        // Unblocks the parser if we stopped early.
+        drop(receive);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the parsing thread panicked".into())));
+        (parsed, consumed)
+    })
+}
+
+/// Parses `reader`, sending [`Prepared`] items in batches of [`BATCH`].
+fn parse_in_batches(
+    reader: impl Read,
+    format: &Format,
+    limits: &Limits,
+    send: &mpsc::SyncSender<Vec<Prepared>>,
+) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_WORKERS);
+    // A closed channel means the storing side failed; its error is the one reported.
+    let stopped = |_| Error::Internal("ingest stopped".into());
+    let mut batch = Vec::with_capacity(BATCH);
+    ingest::parse(reader, format, limits, &mut |item| {
+        batch.push(item);
+        if batch.len() == BATCH {
+            let items = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            send.send(prepare(items, workers)).map_err(stopped)?;
+        }
+        Ok(())
+    })?;
+    send.send(prepare(batch, workers)).map_err(stopped)
 }
 
 fn empty_report(id: Hash32, contributor: Address) -> ContributionReport {

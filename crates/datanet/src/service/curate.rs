@@ -7,7 +7,8 @@
 
 use credence_store::rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::dedup::{self, Scope};
+use super::dedup::{Lookup, Scope};
+use super::lsh::BandIndex;
 use super::{Datanets, col, record_action};
 use crate::hash::{Address, Hash32};
 use crate::minhash::Signature;
@@ -31,12 +32,22 @@ impl Datanets {
         if review.decisions.is_empty() {
             return Err(Error::invalid("decisions", "no decisions"));
         }
-        self.db.write(|tx| {
+        self.write_indexed(&datanet.id, |tx, bands| {
             record_action(tx, &digest, "review", &request.signer)?;
+            let mut lookup = Lookup::new(tx, Scope::Accepted)?;
             review
                 .decisions
                 .iter()
-                .map(|decision| decide(tx, &datanet.id, decision, &request.signer))
+                .map(|decision| {
+                    decide(
+                        tx,
+                        &mut lookup,
+                        bands,
+                        &datanet.id,
+                        decision,
+                        &request.signer,
+                    )
+                })
                 .collect()
         })
     }
@@ -127,6 +138,8 @@ impl RawRecord {
 
 fn decide(
     tx: &Transaction<'_>,
+    lookup: &mut Lookup<'_>,
+    bands: &BandIndex,
     datanet: &str,
     decision: &Decision,
     curator: &Address,
@@ -165,12 +178,11 @@ fn decide(
     }
     let content_id: Hash32 = col(&content_id)?;
     let signature = minhash.as_deref().and_then(Signature::from_bytes);
-    let owner = dedup::find(
-        tx,
+    let owner = lookup.find(
+        bands,
         datanet,
         &content_id,
         signature.as_ref(),
-        Scope::Accepted,
         decision.entry,
     )?;
     match owner {

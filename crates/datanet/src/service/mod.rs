@@ -9,9 +9,12 @@ mod access;
 mod contribute;
 mod curate;
 mod dedup;
+mod lsh;
 mod versions;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use credence_store::rusqlite::{OptionalExtension, Row, Transaction, params};
@@ -19,6 +22,7 @@ use credence_store::{Blobs, Database};
 
 pub use contribute::Progress;
 
+use self::lsh::BandIndex;
 use crate::hash::{Address, Hash32};
 use crate::ingest::Limits;
 use crate::model::{CreateDatanet, Datanet, Signed, Visibility};
@@ -32,6 +36,8 @@ pub struct Datanets {
     db: Database,
     blobs: Blobs,
     limits: Limits,
+    /// Each datanet's LSH band index, built from the database on first use.
+    bands: Mutex<HashMap<String, BandIndex>>,
 }
 
 /// Current Unix time in seconds.
@@ -58,7 +64,45 @@ impl Datanets {
     pub fn open(dir: &Path, limits: Limits) -> Result<Self> {
         let db = Database::open(&dir.join("datanets.sqlite"), MIGRATIONS)?;
         let blobs = Blobs::local(&dir.join("blobs"))?;
-        Ok(Self { db, blobs, limits })
+        Ok(Self {
+            db,
+            blobs,
+            limits,
+            bands: Mutex::default(),
+        })
+    }
+
+    /// Runs `f` in one write transaction with the band index of `datanet`, caught
+    /// up with the database first. If the write fails (and is rolled back), what
+    /// `f` added to the index is dropped too, so index and database stay in step.
+    fn write_indexed<T>(
+        &self,
+        datanet: &str,
+        f: impl FnOnce(&Transaction<'_>, &mut BandIndex) -> Result<T>,
+    ) -> Result<T> {
+        // Taken before the database's write lock, everywhere, so the two never deadlock.
+        let mut all = self.bands_lock();
+        let bands = all.entry(datanet.to_owned()).or_default();
+        let mark = bands.mark();
+        let result = self.db.write(|tx| {
+            bands.catch_up(tx, datanet)?;
+            f(tx, bands)
+        });
+        if result.is_err() {
+            bands.undo(mark);
+        }
+        result
+    }
+
+    fn bands_lock(&self) -> MutexGuard<'_, HashMap<String, BandIndex>> {
+        self.bands.lock().unwrap_or_else(|poisoned| {
+            // A panic mid-write rolled the transaction back but not the index:
+            // forget every index; they are rebuilt from the database on next use.
+            let mut all = poisoned.into_inner();
+            all.clear();
+            self.bands.clear_poison();
+            all
+        })
     }
 
     /// The limits applied to contributions.

@@ -253,3 +253,51 @@ fn csv_text_and_markdown_contributions() {
     assert!(report.pending + report.near_duplicates >= 1);
     assert!(calls >= 1);
 }
+
+/// The near-duplicate index lives in memory: it is rebuilt from the stored
+/// signatures after a restart, and catches up with records another process
+/// (another `Datanets` on the same directory) wrote meanwhile.
+#[test]
+fn near_duplicates_are_found_across_restarts_and_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = sentence(11);
+    let near = |n: usize| original.replacen("Record 11", &format!("Recrod 11 (copy {n})"), 1);
+    {
+        let nets = open(dir.path());
+        create(&nets, "near", Visibility::Public);
+        contribute(&nets, "near", &jsonl(&[&original]), &alice()).expect("original");
+    }
+    let first = open(dir.path());
+    let report = contribute(&first, "near", &jsonl(&[&near(1)]), &bob()).expect("after restart");
+    assert_eq!((report.pending, report.near_duplicates), (0, 1));
+
+    // A second instance adds a new record; the first one's index catches up.
+    let second = open(dir.path());
+    let other = sentence(12);
+    contribute(&second, "near", &jsonl(&[&other]), &alice()).expect("other");
+    let copy = other.replacen("Record 12", "Recrod 12", 1);
+    let report = contribute(&first, "near", &jsonl(&[&copy]), &bob()).expect("copy");
+    assert_eq!((report.pending, report.near_duplicates), (0, 1));
+
+    // A rejected contribution leaves nothing behind, in the index either: its
+    // record is not held against the next upload.
+    let fresh = sentence(13);
+    let rejected = [
+        serde_json::json!({ "text": fresh }).to_string(),
+        "not json".to_owned(),
+    ]
+    .join("\n")
+        + "\n";
+    let strict = credence_datanet::Datanets::open(
+        dir.path(),
+        credence_datanet::ingest::Limits {
+            max_bad_lines: 0,
+            ..credence_datanet::ingest::Limits::default()
+        },
+    )
+    .expect("open");
+    assert!(contribute(&strict, "near", rejected.as_bytes(), &alice()).is_err());
+    let retry = fresh.replacen("Record 13", "Recrod 13", 1);
+    let report = contribute(&strict, "near", &jsonl(&[&retry]), &alice()).expect("retry");
+    assert_eq!((report.pending, report.near_duplicates), (1, 0));
+}

@@ -389,3 +389,31 @@ async fn access_requests_and_grants_over_http() {
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curators_change_over_http_only_by_the_owner() {
+    use credence_datanet::model::CuratorChange;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = app(dir.path(), Limits::default());
+    create_over_http(&app, "cur", Visibility::Public).await;
+    let change = |add: bool, signer: &LocalSigner| {
+        let payload = CuratorChange {
+            datanet: "cur".into(),
+            address: bob().address(),
+            add,
+            time: now_millis(),
+        };
+        json(&Signed::sign(payload, signer).expect("sign"))
+    };
+    let uri = "/v1/datanets/cur/curators";
+    let refused = send(&app, "POST", uri, &[], change(true, &alice())).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.json());
+    let added = send(&app, "POST", uri, &[], change(true, &owner())).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.json());
+    assert_eq!(added.json()["curators"][0], bob().address().to_string());
+    let again = send(&app, "POST", uri, &[], change(true, &owner())).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let removed = send(&app, "POST", uri, &[], change(false, &owner())).await;
+    assert_eq!(removed.status, StatusCode::OK);
+    assert_eq!(removed.json()["curators"], serde_json::json!([]));
+}

@@ -4,6 +4,8 @@
 mod bad_input;
 mod common;
 mod crash;
+mod curators;
 mod flow;
 mod http;
+mod multipart;
 mod props;
