@@ -30,30 +30,32 @@ fn axpy_portable(alpha: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
-/// `out[i] += dot(x, w[i·k..(i+1)·k])` for the rows of a row-major
-/// `[out.len(), k]` matrix, `k = x.len()`: the small f32 products of LoRA's
-/// shrink and expand. Rows are taken eight at a time so one horizontal
-/// reduction serves eight dot products (ranks are short, a per-row reduction
-/// would cost as much as the products themselves).
+/// `out += Σ_k s[k]·w[k·stride..k·stride + out.len()]`: a rank-`s.len()`
+/// update of one output row from a row-major `[s.len(), stride]` matrix
+/// (LoRA's expand with `B` stored transposed). It runs along the output with
+/// no horizontal sums.
 ///
 /// # Panics
-/// If `w` holds fewer than `out.len()·x.len()` values.
-pub fn matvec_add(x: &[f32], w: &[f32], out: &mut [f32]) {
-    let k = x.len();
-    assert!(w.len() >= out.len() * k, "matvec_add: matrix too short");
+/// If `w` does not hold `s.len()` rows of `out.len()` floats `stride` apart.
+pub fn rank_update(s: &[f32], w: &[f32], stride: usize, out: &mut [f32]) {
+    let needed = match s.len() {
+        0 => return,
+        k => (k - 1) * stride + out.len(),
+    };
+    assert!(w.len() >= needed, "rank_update: matrix too short");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() && k >= 8 {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above), and `w`
-        // holds `out.len()` rows of `k` values (asserted above).
-        return unsafe { x86::matvec_add(x, w, out) };
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), and
+        // rows 0..s.len() of `out.len()` floats lie inside `w` (asserted above).
+        return unsafe { x86::weighted_rows(s, w.as_ptr(), stride, out) };
     }
-    matvec_add_portable(x, w, out);
+    rank_update_portable(s, w, stride, out);
 }
 
-fn matvec_add_portable(x: &[f32], w: &[f32], out: &mut [f32]) {
-    let k = x.len().max(1);
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(k)) {
-        *o += dot_portable(x, &row[..x.len()]);
+fn rank_update_portable(s: &[f32], w: &[f32], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    for (k, &sk) in s.iter().enumerate() {
+        axpy_portable(sk, &w[k * stride..k * stride + n], out);
     }
 }
 
@@ -268,7 +270,12 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2 and FMA; rows `0..w.len()` are readable.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn weighted_rows(w: &[f32], rows: *const f32, stride: usize, out: &mut [f32]) {
+    pub(super) unsafe fn weighted_rows(
+        w: &[f32],
+        rows: *const f32,
+        stride: usize,
+        out: &mut [f32],
+    ) {
         let hd = out.len();
         let mut c = 0;
         while c + 64 <= hd {
@@ -363,28 +370,6 @@ mod x86 {
         while i < n {
             y[i] += alpha * x[i];
             i += 1;
-        }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; `w.len() >= out.len() * x.len()`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn matvec_add(x: &[f32], w: &[f32], out: &mut [f32]) {
-        let k = x.len();
-        let blocks = out.len() / 8;
-        for b in 0..blocks {
-            // SAFETY: rows 8b..8b+8 lie inside `w` by the caller's contract.
-            let sums = unsafe { dot8(x, w.as_ptr().add(8 * b * k), k) };
-            let o = &mut out[8 * b..8 * b + 8];
-            // SAFETY: `o` holds exactly eight floats.
-            unsafe {
-                let acc = _mm256_add_ps(_mm256_loadu_ps(o.as_ptr()), sums);
-                _mm256_storeu_ps(o.as_mut_ptr(), acc);
-            }
-        }
-        for i in 8 * blocks..out.len() {
-            // SAFETY: same CPU features; row i lies inside `w`.
-            out[i] += unsafe { dot(x, &w[i * k..(i + 1) * k]) };
         }
     }
 
@@ -491,21 +476,27 @@ mod tests {
     }
 
     #[test]
-    fn matvec_add_matches_portable() {
-        for (rows, k) in [(0, 8), (3, 5), (8, 8), (9, 16), (17, 20), (24, 576), (5, 1)] {
-            let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.41).sin()).collect();
-            let w: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.17).cos()).collect();
-            let start: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+    fn rank_update_matches_portable() {
+        for (k, n, stride) in [
+            (0, 8, 8),
+            (1, 5, 5),
+            (8, 64, 64),
+            (16, 200, 576),
+            (16, 1536, 1536),
+            (3, 7, 9),
+        ] {
+            let s: Vec<f32> = (0..k).map(|i| (i as f32 * 0.41).sin()).collect();
+            let w: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.17).cos()).collect();
+            let start: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let (mut fast, mut slow) = (start.clone(), start);
-            matvec_add(&x, &w, &mut fast);
-            matvec_add_portable(&x, &w, &mut slow);
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            rank_update(&s, &w, stride, &mut fast);
+            rank_update_portable(&s, &w, stride, &mut slow);
+            for (c, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                let want = c as f32 + (0..k).map(|j| s[j] * w[j * stride + c]).sum::<f32>();
                 assert!(
-                    (a - b).abs() < 1e-3,
-                    "rows {rows} k {k} row {i}: {a} vs {b}"
+                    (a - b).abs() < 1e-3 && (a - want).abs() < 1e-3,
+                    "k {k} n {n} col {c}: {a} vs {b}"
                 );
-                let want = i as f32 + dot_portable(&x, &w[i * k..(i + 1) * k]);
-                assert!((a - want).abs() < 1e-3);
             }
         }
     }

@@ -198,8 +198,8 @@ impl<'a> LoraBatch<'a> {
                         shrunk.extend(p.a.chunks_exact(in_dim).map(|a| ops::dot(xr, a) * factor));
                         let o =
                             &mut out[t * out_width + column..t * out_width + column + p.out_dim];
-                        for (o, b) in o.iter_mut().zip(p.b.chunks_exact(p.rank)) {
-                            *o += ops::dot(&shrunk, b);
+                        for (&s, bt) in shrunk.iter().zip(p.bt.chunks_exact(p.out_dim)) {
+                            ops::axpy(s, bt, o);
                         }
                     }
                 }
@@ -243,7 +243,7 @@ fn check_shapes(
     let mut spans = vec![0..0; parts.len()];
     for j in jobs {
         let p = j.pair;
-        if p.in_dim != in_dim || p.a.len() != p.rank * in_dim || p.b.len() != p.out_dim * p.rank {
+        if p.in_dim != in_dim || p.a.len() != p.rank * in_dim || p.bt.len() != p.out_dim * p.rank {
             return Err(Error::Shape(format!(
                 "LoRA factors {}→{} (rank {}) do not fit an input of width {in_dim}",
                 p.in_dim, p.out_dim, p.rank
@@ -340,7 +340,8 @@ impl Projection<'_> {
                 .max()
                 .unwrap_or(0);
             let chunks = per_cluster.clamp(1, width.div_ceil(EXPAND_MIN_CHUNK).max(1));
-            let chunk = width.div_ceil(chunks).next_multiple_of(8).max(8);
+            // Whole 64-float blocks keep the expand kernel in registers.
+            let chunk = width.div_ceil(chunks).next_multiple_of(64);
             tasks.extend(
                 (0..width)
                     .step_by(chunk)
@@ -401,7 +402,7 @@ impl Projection<'_> {
     ) {
         let (rank, out_dim) = (job.pair.rank, job.pair.out_dim);
         let cols = cols.start.min(out_dim)..cols.end.min(out_dim);
-        let b = &job.pair.b[cols.start * rank..cols.end * rank];
+        let bt = &job.pair.bt[cols.start..];
         let column = self.parts[job.part].1;
         for (i, &(row, _)) in job.rows.iter().enumerate() {
             let sr = &s[i * rank..(i + 1) * rank];
@@ -409,7 +410,7 @@ impl Projection<'_> {
             // SAFETY: exclusive by the caller's contract; in bounds because
             // parts were checked against `out_width`.
             let o = unsafe { out.slice(at + cols.start..at + cols.end) };
-            ops::matvec_add(sr, b, o);
+            ops::rank_update(sr, bt, out_dim, o);
         }
     }
 }

@@ -67,8 +67,11 @@ const MODULES: [(LayerTensor, &str); 7] = [
 pub struct LoraPair {
     /// `lora_A`, row-major `[rank, in_dim]`.
     pub a: Vec<f32>,
-    /// `lora_B`, row-major `[out_dim, rank]`.
-    pub b: Vec<f32>,
+    /// `lora_B` transposed, row-major `[rank, out_dim]`: the expand
+    /// `out += s·B` then runs along the output, `rank` multiply-adds per
+    /// element with no horizontal sums (PEFT files store `[out_dim, rank]`;
+    /// [`LoraPair::b`] gives that layout back).
+    pub bt: Vec<f32>,
     /// The adapter rank for this module.
     pub rank: usize,
     /// Input width of the base projection.
@@ -77,6 +80,24 @@ pub struct LoraPair {
     pub out_dim: usize,
     /// Factor applied to `B·A`.
     pub scale: f32,
+}
+
+impl LoraPair {
+    /// `lora_B` in the PEFT layout, row-major `[out_dim, rank]`.
+    pub fn b(&self) -> Vec<f32> {
+        transpose(&self.bt, self.rank, self.out_dim)
+    }
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }
 
 /// A validated LoRA adapter for one base model.
@@ -166,6 +187,7 @@ fn build_pair(
     raw: RawPair,
     base: &LlamaConfig,
     config: &AdapterConfig,
+    qk_interleave: Option<usize>,
 ) -> Result<LoraPair> {
     let path = module_path(slot);
     let (a_name, b_name) = tensors::pair_names(slot);
@@ -189,9 +211,19 @@ fn build_pair(
             a.rows
         )));
     }
+    // Q/K rows of B follow the base's runtime head layout (see
+    // `LoraAdapter`); B arrives transposed, so they are each row's columns.
+    let bt = match qk_interleave.filter(|_| is_qk(slot)) {
+        Some(head_dim) => b
+            .data
+            .chunks_exact(out_dim.max(1))
+            .flat_map(|row| tensors::interleave_rows(row, 1, head_dim))
+            .collect(),
+        None => b.data,
+    };
     Ok(LoraPair {
         a: a.data,
-        b: b.data,
+        bt,
         rank,
         in_dim,
         out_dim,
@@ -308,11 +340,7 @@ impl LoraAdapter {
         let qk_interleave = qk_interleave(base);
         let mut pairs = BTreeMap::new();
         for (slot, raw) in tensors::read_all(safetensors, base.n_layers)? {
-            let mut pair = build_pair(slot, raw, base, &config)?;
-            if let Some(head_dim) = qk_interleave.filter(|_| is_qk(slot)) {
-                pair.b = tensors::interleave_rows(&pair.b, pair.rank, head_dim);
-            }
-            pairs.insert(slot, pair);
+            pairs.insert(slot, build_pair(slot, raw, base, &config, qk_interleave)?);
         }
         Ok(Self {
             config,
@@ -354,7 +382,7 @@ impl LoraAdapter {
         let mut out = vec![0.0f32; p.out_dim * p.in_dim];
         for (o, row) in out.chunks_exact_mut(p.in_dim.max(1)).enumerate() {
             for k in 0..p.rank {
-                let coef = p.scale * p.b[o * p.rank + k];
+                let coef = p.scale * p.bt[k * p.out_dim + o];
                 let a_row = &p.a[k * p.in_dim..(k + 1) * p.in_dim];
                 row.iter_mut().zip(a_row).for_each(|(d, a)| *d += coef * a);
             }
@@ -370,12 +398,12 @@ impl LoraAdapter {
             let (a_name, b_name) = tensors::pair_names(slot);
             let b = match self.qk_interleave {
                 Some(head_dim) if is_qk(slot) => {
-                    Cow::Owned(tensors::deinterleave_rows(&p.b, p.rank, head_dim))
+                    tensors::deinterleave_rows(&p.b(), p.rank, head_dim)
                 }
-                _ => Cow::Borrowed(p.b.as_slice()),
+                _ => p.b(),
             };
             out.push((a_name, [p.rank, p.in_dim], Cow::Borrowed(p.a.as_slice())));
-            out.push((b_name, [p.out_dim, p.rank], b));
+            out.push((b_name, [p.out_dim, p.rank], Cow::Owned(b)));
         }
         out.sort_by(|x, y| x.0.cmp(&y.0));
         out
@@ -443,7 +471,7 @@ impl LoraAdapter {
     pub fn resident_bytes(&self) -> usize {
         self.pairs
             .values()
-            .map(|p| (p.a.len() + p.b.len()) * std::mem::size_of::<f32>())
+            .map(|p| (p.a.len() + p.bt.len()) * std::mem::size_of::<f32>())
             .sum()
     }
 
@@ -490,7 +518,7 @@ pub fn random_adapter(
             let (in_dim, out_dim) = dims(base, MODULES[index].0).unwrap_or_default();
             let pair = LoraPair {
                 a: rng.vec(rank * in_dim, 0.1),
-                b: rng.vec(out_dim * rank, 0.1),
+                bt: rng.vec(rank * out_dim, 0.1),
                 rank,
                 in_dim,
                 out_dim,

@@ -19,7 +19,9 @@ pub(super) struct RawTensor {
     pub rows: usize,
     /// Columns.
     pub cols: usize,
-    /// Values converted to f32.
+    /// Values converted to f32: row-major `[rows, cols]` for an A tensor,
+    /// transposed (`[cols, rows]`) for a B tensor, the layout the expand
+    /// kernel reads (see `LoraPair::bt`).
     pub data: Vec<f32>,
 }
 
@@ -133,7 +135,12 @@ fn read_tensor(
             view.shape()
         )));
     };
-    let data = decode(name, view)?;
+    let mut data = decode(name, view)?;
+    if !is_a {
+        // Transposed here, on the decoding thread while the values are still
+        // in cache, rather than in a separate pass over the whole adapter.
+        data = super::transpose(&data, rows, cols);
+    }
     let tensor = RawTensor {
         name: name.to_string(),
         rows,

@@ -358,7 +358,7 @@ fn delta_is_scaled_product_of_b_and_a() {
     assert_eq!(d.len(), p.out_dim * p.in_dim);
     for (o, i) in [(0, 0), (7, 100), (p.out_dim - 1, p.in_dim - 1)] {
         let want: f32 = (0..p.rank)
-            .map(|k| p.b[o * p.rank + k] * p.a[k * p.in_dim + i])
+            .map(|k| p.bt[k * p.out_dim + o] * p.a[k * p.in_dim + i])
             .sum::<f32>()
             * p.scale;
         assert!((d[o * p.in_dim + i] - want).abs() < 1e-6);

@@ -338,11 +338,11 @@ fn adapter_id_and_export_are_the_same_whichever_base_layout_it_was_loaded_agains
         let g = on_gguf.pair(layer, tensor).unwrap();
         assert_eq!(p.a, g.a);
         let want = match tensor {
-            LayerTensor::Q => permute_heads(&p.b, hf_c.n_heads, p.rank),
-            LayerTensor::K => permute_heads(&p.b, hf_c.n_kv_heads, p.rank),
-            _ => p.b.clone(),
+            LayerTensor::Q => permute_heads(&p.b(), hf_c.n_heads, p.rank),
+            LayerTensor::K => permute_heads(&p.b(), hf_c.n_kv_heads, p.rank),
+            _ => p.b(),
         };
-        assert_eq!(g.b, want, "layer {layer} {tensor:?}");
+        assert_eq!(g.b(), want, "layer {layer} {tensor:?}");
     }
 }
 
