@@ -9,7 +9,9 @@
 //! has in those versions, read from this node's datanets. Adapters nobody
 //! registered are free, like the base model unless `base_price` is set.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256};
 use axum::http::HeaderMap;
@@ -36,6 +38,7 @@ impl NodeBilling {
                 client,
                 models,
                 datanets,
+                cache: Mutex::new(HashMap::new()),
             },
         }
     }
@@ -112,11 +115,37 @@ struct Prices {
     client: Client,
     models: Address,
     datanets: Arc<Datanets>,
+    /// Terms looked up recently, by content id: working them out takes
+    /// several chain reads and a walk over datanet versions, too much for
+    /// every call.
+    cache: Mutex<HashMap<String, (Instant, Option<AdapterTerms>)>>,
 }
 
+/// How long looked-up terms are used before the chain is asked again, so a
+/// new price, retirement or registration takes effect within this time.
+const TERMS_TTL: Duration = Duration::from_secs(10);
+
 impl Prices {
-    /// The terms of a registered, live adapter; `None` if it is not registered.
+    /// The terms of a registered, live adapter (`None` if it is not
+    /// registered), from the cache when fresh.
     fn terms(&self, content_id: &str) -> credence_settle::Result<Option<AdapterTerms>> {
+        let cached = self.lock().get(content_id).cloned();
+        if let Some((_, terms)) = cached.filter(|(at, _)| at.elapsed() < TERMS_TTL) {
+            return Ok(terms);
+        }
+        let terms = self.look_up(content_id)?;
+        self.lock()
+            .insert(content_id.to_owned(), (Instant::now(), terms.clone()));
+        Ok(terms)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<AdapterTerms>)>> {
+        // The map holds whole entries only; a panic cannot leave one half-written.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The terms as the chain and the datanets give them now.
+    fn look_up(&self, content_id: &str) -> credence_settle::Result<Option<AdapterTerms>> {
         let Ok(hash) = content_id.parse::<B256>() else {
             return Ok(None); // not a content id: cannot be registered
         };

@@ -166,6 +166,7 @@ impl Book {
     pub fn record(&self, receipt: NewReceipt, voucher: Option<VoucherUpdate>) -> Result<Receipt> {
         self.commits
             .submit((receipt, voucher), |batch| self.write_batch(batch))
+            .unwrap_or_else(|| Err(Error::Commit("the batch's writer panicked".into())))
     }
 
     fn write_batch(&self, batch: Vec<(u64, Job)>) -> Vec<(u64, Result<Receipt>)> {

@@ -6,7 +6,7 @@
 //! batch. A caller returns only once its job is committed, so durability per
 //! call is unchanged; only the fsyncs are shared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// A queue of jobs written in batches.
@@ -21,6 +21,8 @@ struct State<J, R> {
     next: u64,
     queue: Vec<(u64, J)>,
     results: HashMap<u64, R>,
+    /// Tickets whose batch's writer panicked: they get no result.
+    lost: HashSet<u64>,
     writing: bool,
 }
 
@@ -31,22 +33,32 @@ impl<J, R> GroupCommit<J, R> {
                 next: 0,
                 queue: Vec::new(),
                 results: HashMap::new(),
+                lost: HashSet::new(),
                 writing: false,
             }),
             finished: Condvar::new(),
         }
     }
 
-    /// Queues `job` and returns its result once its batch is written.
-    /// `write` gets a whole batch and must return one result per ticket.
-    pub(crate) fn submit(&self, job: J, write: impl Fn(Vec<(u64, J)>) -> Vec<(u64, R)>) -> R {
+    /// Queues `job` and returns its result once its batch is written, or
+    /// `None` if the writer of its batch panicked (nothing of it was
+    /// committed then). `write` gets a whole batch and must return one
+    /// result per ticket.
+    pub(crate) fn submit(
+        &self,
+        job: J,
+        write: impl Fn(Vec<(u64, J)>) -> Vec<(u64, R)>,
+    ) -> Option<R> {
         let mut state = self.lock();
         let ticket = state.next;
         state.next += 1;
         state.queue.push((ticket, job));
         loop {
             if let Some(result) = state.results.remove(&ticket) {
-                return result;
+                return Some(result);
+            }
+            if state.lost.remove(&ticket) {
+                return None;
             }
             if state.writing {
                 state = self.finished.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -55,18 +67,47 @@ impl<J, R> GroupCommit<J, R> {
             state.writing = true;
             let batch = std::mem::take(&mut state.queue);
             drop(state);
+            // If `write` panics, the guard marks the batch lost and hands
+            // leadership on, so no waiter is left behind a dead leader.
+            let mut leader = Leader {
+                group: self,
+                batch: batch.iter().map(|(t, _)| *t).collect(),
+            };
             let results = write(batch);
+            self.lock().results.extend(results);
+            leader.batch.clear();
+            drop(leader);
             state = self.lock();
-            state.results.extend(results);
-            state.writing = false;
-            self.finished.notify_all();
         }
+    }
+
+    /// Ends a leader's turn: no batch is being written any more, and the
+    /// `lost` tickets (a panicked batch) will get no result.
+    fn end_turn(&self, lost: &[u64]) {
+        let mut state = self.lock();
+        state.writing = false;
+        state.lost.extend(lost);
+        drop(state);
+        self.finished.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State<J, R>> {
         // Every update to the state is a whole step; a panicking writer
         // leaves at worst its own batch's waiters without results.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks the end of a leader's turn when dropped, on success or panic;
+/// `batch` still holds the tickets if their results were never delivered.
+struct Leader<'g, J, R> {
+    group: &'g GroupCommit<J, R>,
+    batch: Vec<u64>,
+}
+
+impl<J, R> Drop for Leader<'_, J, R> {
+    fn drop(&mut self) {
+        self.group.end_turn(&self.batch);
     }
 }
 
@@ -91,7 +132,7 @@ mod tests {
                             std::thread::sleep(std::time::Duration::from_micros(200));
                             batch.into_iter().map(|(k, j)| (k, j * 2)).collect()
                         });
-                        assert_eq!(got, job * 2);
+                        assert_eq!(got, Some(job * 2));
                     }
                 })
             })
@@ -103,5 +144,16 @@ mod tests {
             batches.load(Ordering::Relaxed) < 400,
             "some jobs shared a batch"
         );
+    }
+
+    #[test]
+    fn a_panicking_writer_does_not_block_later_jobs() {
+        let group = GroupCommit::<usize, usize>::new();
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.submit(1, |_| panic!("disk on fire"))
+        }));
+        assert!(crashed.is_err());
+        let next = group.submit(2, |b| b.into_iter().map(|(k, j)| (k, j + 1)).collect());
+        assert_eq!(next, Some(3));
     }
 }
