@@ -88,23 +88,14 @@ impl NodeClient {
 /// A voucher header from `wallet` to the node described by `info`, for
 /// `cumulative` base units in total.
 pub fn voucher_header(wallet: &Wallet, info: &BillingInfo, cumulative: u128) -> Result<String> {
-    let signature = credence_ledger::voucher::sign(
-        wallet,
-        info.escrow,
-        info.chain_id,
-        wallet.address(),
-        info.payee,
-        U256::from(cumulative),
-    )
-    .map_err(|e| ClientError::BadResponse(format!("cannot sign the voucher: {e}")))?;
-    let voucher = SignedVoucher {
-        payer: wallet.address(),
+    let domain = credence_settle::VoucherDomain {
+        chain_id: info.chain_id,
+        escrow: info.escrow,
         payee: info.payee,
-        cumulative_amount: cumulative,
-        signature,
     };
-    serde_json::to_string(&voucher)
-        .map_err(|e| ClientError::BadResponse(format!("cannot encode the voucher: {e}")))
+    let voucher = SignedVoucher::sign(wallet, &domain, cumulative)
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    Ok(voucher.header())
 }
 
 /// The next voucher for a payer: what it has spent plus `allowance` more,

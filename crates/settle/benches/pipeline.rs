@@ -86,23 +86,9 @@ fn voucher(node: &Node, cumulative: u128) -> String {
 }
 
 fn voucher_of(node: &Node, payer: &Wallet, cumulative: u128) -> String {
-    let d = node.gate.domain();
-    let signature = credence_ledger::voucher::sign(
-        payer,
-        d.escrow,
-        d.chain_id,
-        payer.address(),
-        d.payee,
-        U256::from(cumulative),
-    )
-    .expect("sign");
-    serde_json::to_string(&SignedVoucher {
-        payer: payer.address(),
-        payee: d.payee,
-        cumulative_amount: cumulative,
-        signature,
-    })
-    .expect("json")
+    SignedVoucher::sign(payer, node.gate.domain(), cumulative)
+        .expect("sign")
+        .header()
 }
 
 fn call(i: usize) -> CallTerms {

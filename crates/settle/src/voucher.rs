@@ -37,6 +37,36 @@ pub struct VoucherDomain {
 }
 
 impl SignedVoucher {
+    /// Signs, as `wallet`, a voucher for `cumulative` base units in total to
+    /// the node described by `domain`.
+    pub fn sign(
+        wallet: &credence_ledger::Wallet,
+        domain: &VoucherDomain,
+        cumulative: u128,
+    ) -> Result<Self> {
+        let signature = credence_ledger::voucher::sign(
+            wallet,
+            domain.escrow,
+            domain.chain_id,
+            wallet.address(),
+            domain.payee,
+            U256::from(cumulative),
+        )
+        .map_err(|e| Error::InvalidVoucher(format!("cannot sign: {e}")))?;
+        Ok(Self {
+            payer: wallet.address(),
+            payee: domain.payee,
+            cumulative_amount: cumulative,
+            signature,
+        })
+    }
+
+    /// The value of the `x-credence-voucher` header.
+    pub fn header(&self) -> String {
+        // A struct of addresses, a decimal string and hex bytes always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// Parses the header value.
     pub fn parse(header: &str) -> Result<Self> {
         serde_json::from_str(header).map_err(|e| {

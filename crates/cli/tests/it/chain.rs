@@ -2,54 +2,11 @@
 //! process and its embedded chain.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use super::{credence, listening_addr, model_path};
-
-/// A `credence node` child on a free loopback port; SIGTERMed when dropped.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Node {
-    fn start(home: &Path) -> Self {
-        let mut child = credence()
-            .args([
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-                "--model",
-            ])
-            .arg(model_path())
-            .arg("--home")
-            .arg(home)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts");
-        let (addr, lines) = listening_addr(&mut child);
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use super::{NodeProcess, credence, model_path};
 
 /// `credence <args> --url <node>` with `home` as the CLI's data directory
 /// and no connection settings from the environment.
@@ -121,7 +78,7 @@ fn chain_commands_drive_the_nodes_embedded_chain() {
     let dir = std::env::temp_dir().join(format!("credence-chain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (node_home, home) = (dir.join("node"), dir.join("cli"));
-    let node = Node::start(&node_home);
+    let node = NodeProcess::start(&node_home, &["--threads", "1"]);
     let url = node.url.as_str();
 
     // Status: the embedded chain and the addresses it reports itself.
@@ -265,7 +222,7 @@ fn chat(home: &Path, url: &str, args: &[&str]) -> Output {
 #[test]
 fn a_paid_chat_is_settled_and_its_earnings_claimed_from_the_command_line() {
     let dir = tempfile_dir("credence-pay");
-    let node = Node::start(&dir);
+    let node = NodeProcess::start(&dir, &["--threads", "1"]);
     let url = node.url.as_str();
 
     // The developer uploads an adapter and registers it for sale (no

@@ -6,7 +6,7 @@ mod remote;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -281,4 +281,43 @@ fn a_killed_fetch_never_leaves_a_model_file_and_bad_downloads_are_rejected() {
         "the interrupted partial file was removed"
     );
     std::fs::remove_dir_all(&home).ok();
+}
+
+/// A `credence node` child on a free loopback port, with `home` as its data
+/// directory; SIGTERMed when dropped.
+struct NodeProcess {
+    child: Child,
+    url: String,
+}
+
+impl NodeProcess {
+    /// Starts `credence node` with `extra` flags after the common ones.
+    fn start(home: &Path, extra: &[&str]) -> Self {
+        let mut child = credence()
+            .args(["node", "--listen", "127.0.0.1:0", "--model"])
+            .arg(model_path())
+            .arg("--home")
+            .arg(home)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let (addr, lines) = listening_addr(&mut child);
+        // Keep draining the log so the node never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
 }

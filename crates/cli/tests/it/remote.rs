@@ -2,52 +2,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use credence_model::llama::Model;
 use credence_model::lora::random_adapter;
 use credence_model::weights::LayerTensor;
 
-use super::{credence, listening_addr, model_path};
+use super::{NodeProcess, credence, model_path};
 
 const KEY: &str = "cr-cli-test-key-0123456789ab";
-
-/// A `credence node` child on a free loopback port; SIGTERMed when dropped.
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-impl NodeProcess {
-    fn start(home: &Path) -> Self {
-        let mut child = credence()
-            .args(["node", "--listen", "127.0.0.1:0", "--threads", "2"])
-            .args(["--api-key", KEY, "--model"])
-            .arg(model_path())
-            .arg("--home")
-            .arg(home)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts");
-        let (addr, lines) = listening_addr(&mut child);
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 /// `credence` with the connection given by flags and no ambient settings.
 fn client_command(home: &Path, url: &str, args: &[&str]) -> Command {
@@ -101,7 +64,7 @@ fn adapter_commands_and_piped_chat_work_against_a_running_node() {
     random_adapter(&base, 8, &[LayerTensor::Q, LayerTensor::V], 5)
         .save(&dir)
         .expect("adapter saved");
-    let node = NodeProcess::start(&home.join("node"));
+    let node = NodeProcess::start(&home.join("node"), &["--threads", "2", "--api-key", KEY]);
     let cli = |args: &[&str]| client_command(&home, &node.url, args);
 
     let added = run_ok(cli(&["adapter", "add", "--alias", "style", "--api-key", KEY]).arg(&dir));

@@ -87,22 +87,9 @@ impl Fixture {
 }
 
 pub fn voucher_from(wallet: &Wallet, domain: &VoucherDomain, cumulative: u128) -> String {
-    let signature = credence_ledger::voucher::sign(
-        wallet,
-        domain.escrow,
-        domain.chain_id,
-        wallet.address(),
-        domain.payee,
-        U256::from(cumulative),
-    )
-    .expect("sign");
-    serde_json::to_string(&SignedVoucher {
-        payer: wallet.address(),
-        payee: domain.payee,
-        cumulative_amount: cumulative,
-        signature,
-    })
-    .expect("json")
+    SignedVoucher::sign(wallet, domain, cumulative)
+        .expect("sign")
+        .header()
 }
 
 /// An adapter priced at `price` per 1k tokens: 30% owner, 60% contributors, 10% node.
