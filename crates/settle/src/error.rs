@@ -27,6 +27,9 @@ pub enum Error {
     /// Prices or a fee split handed in by the node are inconsistent.
     #[error("invalid terms: {0}")]
     InvalidTerms(String),
+    /// A request names something malformed (an address, an id).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// Something asked for does not exist (receipt, epoch, account).
     #[error("{0}")]
     NotFound(String),

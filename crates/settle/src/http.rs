@@ -41,17 +41,20 @@ pub fn routes(state: SettleState) -> Router {
         .with_state(state)
 }
 
-/// The HTTP status for a settlement error.
-pub fn status(error: &Error) -> StatusCode {
+/// The HTTP status and the error body's `code` for a settlement error.
+pub fn status(error: &Error) -> (StatusCode, &'static str) {
     match error {
-        Error::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
-        Error::InvalidVoucher(_) | Error::StaleVoucher { .. } | Error::InvalidTerms(_) => {
-            StatusCode::BAD_REQUEST
+        Error::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "payment_required"),
+        Error::InvalidVoucher(_) => (StatusCode::BAD_REQUEST, "invalid_voucher"),
+        Error::StaleVoucher { .. } => (StatusCode::BAD_REQUEST, "stale_voucher"),
+        Error::InvalidTerms(_) => (StatusCode::BAD_REQUEST, "invalid_terms"),
+        Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        Error::Chain(_) => (StatusCode::BAD_GATEWAY, "chain_error"),
+        Error::Corrupt(_) | Error::Store(_) | Error::Commit(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
         }
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::Chain(_) => StatusCode::BAD_GATEWAY,
-        Error::Corrupt(_) | Error::Store(_) | Error::Commit(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -66,15 +69,19 @@ impl From<Error> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = status(&self.0);
+        let (status, code) = status(&self.0);
         let message = if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
             tracing::error!(error = %self.0, "settlement request failed");
             "internal server error".to_owned()
         } else {
             self.0.to_string()
         };
-        let body = json!({ "error": { "message": message, "type": "invalid_request_error",
-                                      "code": status.canonical_reason() } });
+        let kind = if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        let body = json!({ "error": { "message": message, "type": kind, "code": code } });
         (status, Json(body)).into_response()
     }
 }
@@ -83,7 +90,7 @@ type HttpResult<T> = std::result::Result<Json<T>, HttpError>;
 
 fn parse_address(text: &str) -> Result<Address, HttpError> {
     text.parse()
-        .map_err(|_| HttpError(Error::NotFound(format!("`{text}` is not an address"))))
+        .map_err(|_| HttpError(Error::InvalidRequest(format!("`{text}` is not an address"))))
 }
 
 /// Runs blocking book or chain work off the async runtime.
@@ -190,4 +197,41 @@ async fn earnings(
     let settler = Arc::clone(&s.settler);
     let claim = blocking(move || settler.proof(account)).await?;
     Ok(Json(Earnings { account, claim }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_status_and_code() {
+        let cases = [
+            (Error::PaymentRequired("x".into()), 402, "payment_required"),
+            (Error::InvalidVoucher("x".into()), 400, "invalid_voucher"),
+            (
+                Error::StaleVoucher {
+                    payer: Address::ZERO,
+                    given: 1,
+                    latest: 2,
+                },
+                400,
+                "stale_voucher",
+            ),
+            (Error::InvalidTerms("x".into()), 400, "invalid_terms"),
+            (Error::InvalidRequest("x".into()), 400, "invalid_request"),
+            (Error::NotFound("x".into()), 404, "not_found"),
+            (Error::Conflict("x".into()), 409, "conflict"),
+            (
+                Error::Chain(credence_ledger::Error::Transport("x".into())),
+                502,
+                "chain_error",
+            ),
+            (Error::Commit("x".into()), 500, "internal_error"),
+            (Error::Corrupt("x".into()), 500, "internal_error"),
+        ];
+        for (error, want_status, want_code) in cases {
+            let (got, code) = status(&error);
+            assert_eq!((got.as_u16(), code), (want_status, want_code), "{error}");
+        }
+    }
 }
