@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use credence_model::config::{Arch, LlamaConfig, RopeStyle};
 use credence_model::llama::WeightedAdapter;
-use credence_model::lora::{LoraBatch, random_adapter};
+use credence_model::lora::{LoraBatch, LoraDtype, random_adapter};
 use credence_model::quant::{GgmlType, QMatrix, kernel_name};
 use credence_model::threadpool::ThreadPool;
 use credence_model::weights::LayerTensor;
@@ -205,8 +205,9 @@ fn smollm_135m(layers: usize) -> LlamaConfig {
 
 /// One decode step's LoRA updates (q/k/v, o, gate/up, down on every layer)
 /// for 16 sequences with rank-16 all-linear adapters: all sharing one
-/// adapter, or each with its own. Four layers, so 16 adapters' factors
-/// (about 11 MB each) stream from memory as in a real step.
+/// adapter, or each with its own, with factors held as f32 or f16. Four
+/// layers, so 16 adapters' factors (about 2.6 MB each in f32) stream from
+/// memory as in a real step.
 fn lora_delta(c: &mut Criterion) {
     const SEQS: usize = 16;
     const LAYERS_HERE: usize = 4;
@@ -220,9 +221,16 @@ fn lora_delta(c: &mut Criterion) {
         LayerTensor::Up,
         LayerTensor::Down,
     ];
-    let adapters: Vec<Arc<_>> = (0..SEQS)
-        .map(|i| Arc::new(random_adapter(&config, 16, &all, i as u64)))
+    let adapters: Vec<_> = (0..SEQS)
+        .map(|i| random_adapter(&config, 16, &all, i as u64))
         .collect();
+    let held = |dtype: LoraDtype| -> Vec<Arc<_>> {
+        adapters
+            .iter()
+            .map(|a| Arc::new(a.to_dtype(dtype)))
+            .collect()
+    };
+    let (wide, half) = (held(LoraDtype::F32), held(LoraDtype::F16));
     let (h, ff, kv) = (HIDDEN, 1536, config.kv_dim());
     let qkv = [
         (LayerTensor::Q, 0),
@@ -236,7 +244,12 @@ fn lora_delta(c: &mut Criterion) {
     let mut g = c.benchmark_group("lora_delta_16x_r16");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for (name, distinct) in [("shared", false), ("distinct", true)] {
+    for (name, distinct, adapters) in [
+        ("shared", false, &wide),
+        ("distinct", true, &wide),
+        ("shared_f16", false, &half),
+        ("distinct_f16", true, &half),
+    ] {
         let mixes: Vec<Vec<WeightedAdapter>> = (0..SEQS)
             .map(|i| {
                 vec![WeightedAdapter {

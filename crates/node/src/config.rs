@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ArgMatches;
 use clap::parser::ValueSource;
+use credence_model::lora::LoraDtype;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -72,6 +73,12 @@ pub struct NodeConfig {
     #[arg(long, default_value_t = DEFAULT_ADAPTER_CACHE_MIB)]
     pub adapter_cache_mib: usize,
 
+    /// Element type adapters are held in while served: `f16` halves their
+    /// memory and the bandwidth a batch of distinct adapters needs; `f32`
+    /// keeps the files' values exactly.
+    #[arg(long, default_value_t = LoraDtype::F16)]
+    pub lora_dtype: LoraDtype,
+
     /// RAM budget for the KV cache shared by running sequences, in MiB;
     /// requests wait (or get 429) when it is spent.
     #[arg(long, default_value_t = DEFAULT_KV_CACHE_MIB)]
@@ -123,6 +130,7 @@ impl Default for NodeConfig {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             home: None,
             adapter_cache_mib: DEFAULT_ADAPTER_CACHE_MIB,
+            lora_dtype: LoraDtype::F16,
             kv_cache_mib: DEFAULT_KV_CACHE_MIB,
             max_adapter_upload_mib: DEFAULT_MAX_ADAPTER_UPLOAD_MIB,
             api_keys: Vec::new(),
@@ -178,7 +186,7 @@ impl NodeConfig {
         };
         override_explicit!(config, cli, matches;
             listen, model, threads, queue_size, max_body_bytes, default_max_tokens, home,
-            adapter_cache_mib, kv_cache_mib, max_adapter_upload_mib, api_keys, base_price,
+            adapter_cache_mib, lora_dtype, kv_cache_mib, max_adapter_upload_mib, api_keys, base_price,
             epoch_seconds, chain_rpc, chain_key, chain_deployment);
         config.validate()?;
         Ok(config)
@@ -336,7 +344,7 @@ mod tests {
         let file = dir.join("node.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nqueue_size = 5\nthreads = 3\n",
+            "listen = \"0.0.0.0:9000\"\nqueue_size = 5\nthreads = 3\nlora_dtype = \"f32\"\n",
         )
         .expect("write config");
 
@@ -347,6 +355,10 @@ mod tests {
         assert_eq!(config.threads, 3);
         assert_eq!(config.model, "/m.gguf");
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(config.lora_dtype, LoraDtype::F32);
+        let (cli, matches) = parse(&["--lora-dtype", "f16"]);
+        let config = NodeConfig::layered(Some(&file), &cli, &matches).expect("valid");
+        assert_eq!(config.lora_dtype, LoraDtype::F16);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -91,6 +91,7 @@ impl Node {
             default_max_tokens: config.default_max_tokens,
             adapter_dir: Some(home.join("adapters")),
             adapter_cache_bytes: config.adapter_cache_mib << 20,
+            adapter_dtype: config.lora_dtype,
             kv_cache_bytes: config.kv_cache_mib << 20,
             max_adapter_upload_bytes: config.max_adapter_upload_mib << 20,
             api_keys: keys::node_keys(&home, &config.api_keys)?,

@@ -6,10 +6,11 @@
 //!
 //! * `registry`: `AdapterRegistry::load` after `unload` (not timed), the
 //!   whole path (store read, parse, validation, cache insert) `bench serve`
-//!   measures.
+//!   measures, holding factors as f16 like a node by default.
 //! * `registry_evicting`: the same with a full cache, so every load also
 //!   evicts the least recently used adapter.
-//! * `from_bytes`: parsing and validating the two files already in memory.
+//! * `from_bytes_f16`, `from_bytes_f32`: parsing and validating the two
+//!   files already in memory, holding the factors as f16 or f32.
 //! * `read_file`: reading the stored safetensors file, the floor of a load
 //!   that copies the file.
 //!
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use credence_model::config::{Arch, LlamaConfig, RopeStyle};
-use credence_model::lora::{LoraAdapter, WEIGHTS_FILE, random_adapter};
+use credence_model::lora::{LoadOptions, LoraAdapter, LoraDtype, WEIGHTS_FILE, random_adapter};
 use credence_model::weights::LayerTensor;
 use credence_serve::adapters::AdapterRegistry;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -49,6 +50,9 @@ fn smollm2() -> LlamaConfig {
     }
 }
 
+/// The registries hold adapters as a node does by default.
+const DTYPE: LoraDtype = LoraDtype::F16;
+
 const ALL: [LayerTensor; 7] = [
     LayerTensor::Q,
     LayerTensor::K,
@@ -68,12 +72,13 @@ fn registry(
     count: u64,
     resident: usize,
 ) -> (AdapterRegistry, Vec<String>) {
-    let budget = resident * random_adapter(base, 16, &ALL, 0).resident_bytes();
+    let budget = resident * random_adapter(base, 16, &ALL, 0).resident_bytes_as(DTYPE);
     let registry = runtime
         .block_on(AdapterRegistry::open(
             base.clone(),
             Some(dir.to_owned()),
             budget,
+            DTYPE,
         ))
         .expect("the registry opens");
     let ids = (0..count)
@@ -143,12 +148,19 @@ fn cold_load(c: &mut Criterion) {
     group.bench_function("registry_evicting", |b| {
         b.iter_custom(|iters| time_loads(&runtime, &many, &many_ids, false, iters))
     });
-    group.bench_function("from_bytes", |b| {
-        b.iter(|| {
-            let a = LoraAdapter::from_bytes(&config, &weights, &base).expect("valid adapter");
-            black_box(a.resident_bytes())
-        })
-    });
+    for dtype in [LoraDtype::F16, LoraDtype::F32] {
+        let options = LoadOptions {
+            dtype,
+            ..LoadOptions::default()
+        };
+        group.bench_function(format!("from_bytes_{dtype}"), |b| {
+            b.iter(|| {
+                let a = LoraAdapter::from_bytes_with(&config, &weights, &base, &options)
+                    .expect("valid adapter");
+                black_box(a.resident_bytes())
+            })
+        });
+    }
     group.bench_function("read_file", |b| b.iter(|| black_box(read(&stored))));
     group.finish();
 }

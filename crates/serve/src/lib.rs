@@ -40,6 +40,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use credence_model::llama::Model;
+use credence_model::lora::LoraDtype;
 use credence_model::threadpool::ThreadPool;
 
 pub use admin::require_key;
@@ -70,6 +71,9 @@ pub struct ServeConfig {
     pub adapter_dir: Option<std::path::PathBuf>,
     /// RAM budget for decoded adapters, in bytes.
     pub adapter_cache_bytes: usize,
+    /// Element type adapters are held in while served (stored files keep
+    /// their exact values whatever this is).
+    pub adapter_dtype: LoraDtype,
     /// RAM budget for the KV cache shared by all running sequences, in bytes.
     pub kv_cache_bytes: usize,
     /// Largest adapter upload (`POST /v1/adapters` body) in bytes.
@@ -90,6 +94,7 @@ impl Default for ServeConfig {
             default_max_tokens: 512,
             adapter_dir: None,
             adapter_cache_bytes: 1 << 30,
+            adapter_dtype: LoraDtype::F16,
             kv_cache_bytes: 1 << 30,
             max_adapter_upload_bytes: 256 << 20,
             api_keys: Vec::new(),
@@ -148,6 +153,7 @@ impl AppState {
             model.config().clone(),
             config.adapter_dir.clone(),
             config.adapter_cache_bytes,
+            config.adapter_dtype,
         )
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::llama::WeightedAdapter;
 use crate::lora::{LoraAdapter, LoraPair};
-use crate::ops;
 use crate::threadpool::{SharedMut, ThreadPool};
 use crate::weights::LayerTensor;
 
@@ -195,12 +194,10 @@ impl<'a> LoraBatch<'a> {
                     for t in rows.clone() {
                         let xr = &x[t * in_dim..(t + 1) * in_dim];
                         shrunk.clear();
-                        shrunk.extend(p.a.chunks_exact(in_dim).map(|a| ops::dot(xr, a) * factor));
+                        shrunk.extend((0..p.rank).map(|k| p.a.dot(k * in_dim, xr) * factor));
                         let o =
                             &mut out[t * out_width + column..t * out_width + column + p.out_dim];
-                        for (&s, bt) in shrunk.iter().zip(p.bt.chunks_exact(p.out_dim)) {
-                            ops::axpy(s, bt, o);
-                        }
+                        p.bt.rank_update(&shrunk, 0, p.out_dim, o);
                     }
                 }
             }
@@ -375,14 +372,13 @@ impl Projection<'_> {
         s: &SharedMut<'_, f32>,
     ) {
         let (in_dim, rank) = (self.in_dim, job.pair.rank);
-        let a = &job.pair.a[ks.start * in_dim..ks.end * in_dim];
-        for (k, a_row) in ks.zip(a.chunks_exact(in_dim)) {
+        for k in ks {
             for (i, &(row, weight)) in (first..).zip(rows) {
                 let at = job.offset + i * rank + k;
                 // SAFETY: exclusive by the caller's contract.
                 let v = unsafe { s.slice(at..at + 1) };
                 let xr = &self.x[row * in_dim..(row + 1) * in_dim];
-                v[0] = ops::dot(xr, a_row) * weight * job.pair.scale;
+                v[0] = job.pair.a.dot(k * in_dim, xr) * weight * job.pair.scale;
             }
         }
     }
@@ -402,7 +398,6 @@ impl Projection<'_> {
     ) {
         let (rank, out_dim) = (job.pair.rank, job.pair.out_dim);
         let cols = cols.start.min(out_dim)..cols.end.min(out_dim);
-        let bt = &job.pair.bt[cols.start..];
         let column = self.parts[job.part].1;
         for (i, &(row, _)) in job.rows.iter().enumerate() {
             let sr = &s[i * rank..(i + 1) * rank];
@@ -410,7 +405,7 @@ impl Projection<'_> {
             // SAFETY: exclusive by the caller's contract; in bounds because
             // parts were checked against `out_width`.
             let o = unsafe { out.slice(at + cols.start..at + cols.end) };
-            ops::rank_update(sr, bt, out_dim, o);
+            job.pair.bt.rank_update(sr, cols.start, out_dim, o);
         }
     }
 }
@@ -567,6 +562,42 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
         }
+    }
+
+    #[test]
+    fn f16_and_f32_adapters_mix_in_one_batch() {
+        use crate::lora::LoraDtype;
+        let c = tiny_config(32);
+        let wide = Arc::new(random_adapter(&c, 8, &ALL, 7));
+        let half = Arc::new(wide.to_dtype(LoraDtype::F16));
+        let other = Arc::new(random_adapter(&c, 5, &ALL, 8).to_dtype(LoraDtype::F16));
+        let mixes = [
+            vec![wa(&wide, 1.0)],
+            vec![wa(&half, 1.0)],
+            vec![wa(&other, 0.5), wa(&wide, 0.5)],
+        ];
+        let batch = LoraBatch::new(mixes.iter().enumerate().map(|(i, m)| (&m[..], i..i + 1)));
+        let (h, ff) = (c.hidden_size, c.intermediate_size);
+        let parts = [(LayerTensor::Down, 0)];
+        // Rows 0 and 1 see the same input through the f32 and f16 copies.
+        let row = TestRng::new(3).vec(ff, 1.0);
+        let x = [row.clone(), row, TestRng::new(4).vec(ff, 1.0)].concat();
+        let (mut grouped, mut serial) = (vec![0f32; 3 * h], vec![0f32; 3 * h]);
+        batch
+            .add(&ThreadPool::new(2), 1, &parts, &x, ff, &mut grouped, h)
+            .unwrap();
+        batch.add_serial(1, &parts, &x, ff, &mut serial, h);
+        let worst = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+                .fold(0f32, f32::max)
+        };
+        assert!(worst(&grouped, &serial) < 1e-4);
+        // The f16 copy of an adapter gives nearly the f32 one's update.
+        let rounding = worst(&grouped[h..2 * h], &grouped[..h]);
+        assert!(rounding < 1e-2, "{rounding}");
+        assert_ne!(grouped[..h], grouped[h..2 * h]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod batch;
 mod config;
+mod factor;
 mod tensors;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 pub use batch::LoraBatch;
 pub use config::{AdapterConfig, MAX_CONFIG_BYTES, MAX_RANK, TargetModules};
+pub use factor::{Factor, LoraDtype};
 
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{Error, Result};
@@ -41,6 +43,25 @@ use tensors::{RawPair, RawTensor};
 
 /// Default cap on an adapter's total size on disk (2 GiB).
 pub const MAX_ADAPTER_BYTES: u64 = 2 << 30;
+
+/// How an adapter is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Cap on the two files' total size.
+    pub max_bytes: u64,
+    /// The element type the factors are held in.
+    pub dtype: LoraDtype,
+}
+
+impl Default for LoadOptions {
+    /// [`MAX_ADAPTER_BYTES`], and f32 so the values are exactly the file's.
+    fn default() -> Self {
+        Self {
+            max_bytes: MAX_ADAPTER_BYTES,
+            dtype: LoraDtype::F32,
+        }
+    }
+}
 
 /// File name of the PEFT config.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -66,12 +87,12 @@ const MODULES: [(LayerTensor, &str); 7] = [
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraPair {
     /// `lora_A`, row-major `[rank, in_dim]`.
-    pub a: Vec<f32>,
+    pub a: Factor,
     /// `lora_B` transposed, row-major `[rank, out_dim]`: the expand
     /// `out += s·B` then runs along the output, `rank` multiply-adds per
     /// element with no horizontal sums (PEFT files store `[out_dim, rank]`;
     /// [`LoraPair::b`] gives that layout back).
-    pub bt: Vec<f32>,
+    pub bt: Factor,
     /// The adapter rank for this module.
     pub rank: usize,
     /// Input width of the base projection.
@@ -85,13 +106,26 @@ pub struct LoraPair {
 impl LoraPair {
     /// `lora_B` in the PEFT layout, row-major `[out_dim, rank]`.
     pub fn b(&self) -> Vec<f32> {
-        transpose(&self.bt, self.rank, self.out_dim)
+        transpose(&self.bt.to_f32(), self.rank, self.out_dim)
+    }
+
+    /// The same factors held as `dtype`.
+    fn to_dtype(&self, dtype: LoraDtype) -> Self {
+        let convert = |f: &Factor| match (f, dtype) {
+            (Factor::F16(_), LoraDtype::F16) => f.clone(),
+            _ => Factor::from_f32(f.to_f32().into_owned(), dtype),
+        };
+        Self {
+            a: convert(&self.a),
+            bt: convert(&self.bt),
+            ..*self
+        }
     }
 }
 
 /// The transpose of a row-major `[rows, cols]` matrix.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
+fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); rows * cols];
     for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
         for (c, &v) in row.iter().enumerate() {
             out[c * rows + r] = v;
@@ -187,7 +221,6 @@ fn build_pair(
     raw: RawPair,
     base: &LlamaConfig,
     config: &AdapterConfig,
-    qk_interleave: Option<usize>,
 ) -> Result<LoraPair> {
     let path = module_path(slot);
     let (a_name, b_name) = tensors::pair_names(slot);
@@ -211,19 +244,9 @@ fn build_pair(
             a.rows
         )));
     }
-    // Q/K rows of B follow the base's runtime head layout (see
-    // `LoraAdapter`); B arrives transposed, so they are each row's columns.
-    let bt = match qk_interleave.filter(|_| is_qk(slot)) {
-        Some(head_dim) => b
-            .data
-            .chunks_exact(out_dim.max(1))
-            .flat_map(|row| tensors::interleave_rows(row, 1, head_dim))
-            .collect(),
-        None => b.data,
-    };
     Ok(LoraPair {
         a: a.data,
-        bt,
+        bt: b.data,
         rank,
         in_dim,
         out_dim,
@@ -268,7 +291,11 @@ fn map_file(path: &Path) -> Result<Option<Mmap>> {
     // place, so the mapped bytes do not change under us; as with every
     // mmap-based loader, another process truncating the file meanwhile is
     // outside what is supported. Bounds are checked by the safetensors parser.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    // Populated: every page is about to be read once, and mapping them all
+    // in one call costs far less than a page fault per few pages (each a
+    // VM exit on virtualised hosts).
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| Error::io(path, e))?;
     Ok(Some(map))
 }
 
@@ -294,6 +321,16 @@ impl LoraAdapter {
 
     /// Like [`LoraAdapter::load`] with an explicit cap on the total size.
     pub fn load_with_limit(dir: &Path, base: &LlamaConfig, max_bytes: u64) -> Result<Self> {
+        let options = LoadOptions {
+            max_bytes,
+            ..LoadOptions::default()
+        };
+        Self::load_with(dir, base, &options)
+    }
+
+    /// Like [`LoraAdapter::load`] with explicit [`LoadOptions`].
+    pub fn load_with(dir: &Path, base: &LlamaConfig, options: &LoadOptions) -> Result<Self> {
+        let max_bytes = options.max_bytes;
         let config_path = dir.join(CONFIG_FILE);
         let weights_path = dir.join(WEIGHTS_FILE);
         let size = |p: &Path| {
@@ -310,12 +347,7 @@ impl LoraAdapter {
         }
         let json = fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let weights = map_file(&weights_path)?;
-        Self::from_bytes_with_limit(
-            &json,
-            weights.as_deref().unwrap_or_default(),
-            base,
-            max_bytes,
-        )
+        Self::from_bytes_with(&json, weights.as_deref().unwrap_or_default(), base, options)
     }
 
     /// Parses and validates an adapter from in-memory file contents.
@@ -330,6 +362,21 @@ impl LoraAdapter {
         base: &LlamaConfig,
         max_bytes: u64,
     ) -> Result<Self> {
+        let options = LoadOptions {
+            max_bytes,
+            ..LoadOptions::default()
+        };
+        Self::from_bytes_with(config_json, safetensors, base, &options)
+    }
+
+    /// Like [`LoraAdapter::from_bytes`] with explicit [`LoadOptions`].
+    pub fn from_bytes_with(
+        config_json: &[u8],
+        safetensors: &[u8],
+        base: &LlamaConfig,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let max_bytes = options.max_bytes;
         let total = (config_json.len() as u64).saturating_add(safetensors.len() as u64);
         if total > max_bytes {
             return Err(bad(format!(
@@ -339,8 +386,9 @@ impl LoraAdapter {
         let config = AdapterConfig::parse(config_json)?;
         let qk_interleave = qk_interleave(base);
         let mut pairs = BTreeMap::new();
-        for (slot, raw) in tensors::read_all(safetensors, base.n_layers)? {
-            pairs.insert(slot, build_pair(slot, raw, base, &config, qk_interleave)?);
+        let tensors = tensors::read_all(safetensors, base.n_layers, options.dtype, qk_interleave)?;
+        for (slot, raw) in tensors {
+            pairs.insert(slot, build_pair(slot, raw, base, &config)?);
         }
         Ok(Self {
             config,
@@ -375,15 +423,41 @@ impl LoraAdapter {
             .map(|(&(layer, index), pair)| (layer, MODULES[index].0, pair))
     }
 
+    /// The element type the factors are held in: [`LoraDtype::F16`] when any
+    /// module is held in half precision.
+    pub fn dtype(&self) -> LoraDtype {
+        let half = self
+            .pairs
+            .values()
+            .any(|p| p.a.dtype() == LoraDtype::F16 || p.bt.dtype() == LoraDtype::F16);
+        if half { LoraDtype::F16 } else { LoraDtype::F32 }
+    }
+
+    /// The same adapter with its factors held as `dtype` (see [`LoraDtype`]).
+    /// A known id is kept: it names the content this copy was made from.
+    pub fn to_dtype(&self, dtype: LoraDtype) -> Self {
+        Self {
+            config: self.config.clone(),
+            pairs: self
+                .pairs
+                .iter()
+                .map(|(&slot, p)| (slot, p.to_dtype(dtype)))
+                .collect(),
+            qk_interleave: self.qk_interleave,
+            id: self.id.clone(),
+        }
+    }
+
     /// The dense update `scale · B·A`, row-major `[out_dim, in_dim]`, with
     /// rows in the base's runtime layout.
     pub fn delta(&self, layer: usize, tensor: LayerTensor) -> Option<Vec<f32>> {
         let p = self.pair(layer, tensor)?;
+        let (a, bt) = (p.a.to_f32(), p.bt.to_f32());
         let mut out = vec![0.0f32; p.out_dim * p.in_dim];
         for (o, row) in out.chunks_exact_mut(p.in_dim.max(1)).enumerate() {
             for k in 0..p.rank {
-                let coef = p.scale * p.bt[k * p.out_dim + o];
-                let a_row = &p.a[k * p.in_dim..(k + 1) * p.in_dim];
+                let coef = p.scale * bt[k * p.out_dim + o];
+                let a_row = &a[k * p.in_dim..(k + 1) * p.in_dim];
                 row.iter_mut().zip(a_row).for_each(|(d, a)| *d += coef * a);
             }
         }
@@ -402,7 +476,7 @@ impl LoraAdapter {
                 }
                 _ => p.b(),
             };
-            out.push((a_name, [p.rank, p.in_dim], Cow::Borrowed(p.a.as_slice())));
+            out.push((a_name, [p.rank, p.in_dim], p.a.to_f32()));
             out.push((b_name, [p.out_dim, p.rank], Cow::Owned(b)));
         }
         out.sort_by(|x, y| x.0.cmp(&y.0));
@@ -413,7 +487,9 @@ impl LoraAdapter {
     /// scale, then every tensor's name, shape and f32 values in name order.
     /// Independent of JSON key order, of the dtype the file stored and of the
     /// base's Q/K row layout (values are hashed in Hugging Face layout).
-    /// Computed on first use and remembered.
+    /// Computed on first use and remembered. For factors held as f16 it is
+    /// the id of the rounded values unless one was vouched for
+    /// ([`LoraAdapter::with_id`]) or known before [`LoraAdapter::to_dtype`].
     pub fn id(&self) -> String {
         self.id.get_or_init(|| self.content_hash()).clone()
     }
@@ -424,7 +500,10 @@ impl LoraAdapter {
     /// it back by that id. Hashing ~20 MiB of factors would otherwise cost
     /// more than the load. The caller vouches for `id`: a wrong one would
     /// mislabel this adapter everywhere its id is used (including the keys
-    /// of cached KV prefixes), so only pass an id the content was hashed to.
+    /// of cached KV prefixes), so only pass the id of the content this
+    /// adapter was read from (held at whatever [`LoraDtype`]: a node serves
+    /// a stored adapter at one dtype for its whole life, so the id still
+    /// names exactly one set of served values).
     pub fn with_id(self, id: String) -> Self {
         Self {
             id: OnceLock::from(id),
@@ -471,7 +550,16 @@ impl LoraAdapter {
     pub fn resident_bytes(&self) -> usize {
         self.pairs
             .values()
-            .map(|p| (p.a.len() + p.bt.len()) * std::mem::size_of::<f32>())
+            .map(|p| p.a.bytes() + p.bt.bytes())
+            .sum()
+    }
+
+    /// Bytes the factors would take held as `dtype` (what a cache budget
+    /// counts once [`LoraAdapter::to_dtype`] or [`LoadOptions::dtype`] applies).
+    pub fn resident_bytes_as(&self, dtype: LoraDtype) -> usize {
+        self.pairs
+            .values()
+            .map(|p| p.a.bytes_as(dtype) + p.bt.bytes_as(dtype))
             .sum()
     }
 
@@ -517,8 +605,8 @@ pub fn random_adapter(
         for &index in &indices {
             let (in_dim, out_dim) = dims(base, MODULES[index].0).unwrap_or_default();
             let pair = LoraPair {
-                a: rng.vec(rank * in_dim, 0.1),
-                bt: rng.vec(rank * out_dim, 0.1),
+                a: Factor::F32(rng.vec(rank * in_dim, 0.1)),
+                bt: Factor::F32(rng.vec(rank * out_dim, 0.1)),
                 rank,
                 in_dim,
                 out_dim,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::{MODULES, Slot, module_path, tensor_name};
+use super::{Factor, LoraDtype, MODULES, Slot, module_path, tensor_name};
 use crate::error::{Error, Result};
 
 /// Prefix PEFT puts before the base model's own module paths.
@@ -19,10 +19,10 @@ pub(super) struct RawTensor {
     pub rows: usize,
     /// Columns.
     pub cols: usize,
-    /// Values converted to f32: row-major `[rows, cols]` for an A tensor,
-    /// transposed (`[cols, rows]`) for a B tensor, the layout the expand
-    /// kernel reads (see `LoraPair::bt`).
-    pub data: Vec<f32>,
+    /// Values in the requested dtype: row-major `[rows, cols]` for an A
+    /// tensor, transposed (`[cols, rows]`) for a B tensor, the layout the
+    /// expand kernel reads (see `LoraPair::bt`).
+    pub data: Factor,
 }
 
 /// The A and B halves found for one module.
@@ -54,45 +54,229 @@ fn parse_name(name: &str) -> Option<(Slot, bool)> {
     Some(((layer, index), half))
 }
 
-/// Decodes little-endian F32 / F16 / BF16 data to f32, rejecting non-finite values.
-///
-/// This is most of an adapter's load time, so both passes are written to
-/// vectorise: fixed-size chunks instead of indexed slices, and a finiteness
-/// check without an early exit per value (see [`first_non_finite`]).
-fn decode(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
-    let bytes = view.data();
-    let data: Vec<f32> = match view.dtype() {
-        Dtype::F32 => bytes
-            .as_chunks::<4>()
-            .0
-            .iter()
-            .map(|c| f32::from_le_bytes(*c))
-            .collect(),
-        Dtype::F16 => bytes
-            .as_chunks::<2>()
-            .0
-            .iter()
-            .map(|c| half::f16::from_le_bytes(*c).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .as_chunks::<2>()
-            .0
-            .iter()
-            .map(|c| half::bf16::from_le_bytes(*c).to_f32())
-            .collect(),
-        other => {
-            return Err(bad(format!(
-                "tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
-            )));
+/// Where a tensor's decoded values go: the element type held, and for a `B`
+/// tensor the transposition (and Q/K row permutation) into `LoraPair::bt`.
+#[derive(Clone, Copy)]
+struct Layout {
+    dtype: LoraDtype,
+    /// Transpose `[rows, cols]` into `[cols, rows]`.
+    transpose: bool,
+    /// Permute the rows per head of this width while transposing
+    /// ([`interleaved_row`]).
+    interleave: Option<usize>,
+}
+
+/// Values decoded per block: small enough for L1, so each value is read
+/// from the file once and written to its destination once.
+const DECODE_BLOCK: usize = 2048;
+
+/// A held element type.
+trait Held: Copy + Default {
+    /// Stores `src` into `dst` (equal lengths); false when a value does not
+    /// fit the type's range.
+    fn store(src: &[f32], dst: &mut [Self]) -> bool;
+}
+
+impl Held for f32 {
+    fn store(src: &[f32], dst: &mut [Self]) -> bool {
+        dst.copy_from_slice(src);
+        true
+    }
+}
+
+impl Held for half::f16 {
+    fn store(src: &[f32], dst: &mut [Self]) -> bool {
+        super::factor::narrow_f16(src, dst)
+    }
+}
+
+/// Bytes per value of a supported file dtype.
+fn value_size(name: &str, dtype: Dtype) -> Result<usize> {
+    match dtype {
+        Dtype::F32 => Ok(4),
+        Dtype::F16 | Dtype::BF16 => Ok(2),
+        other => Err(bad(format!(
+            "tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+        ))),
+    }
+}
+
+/// Widens little-endian F32 / F16 / BF16 `bytes` into `out` (one value per
+/// element of `out`), written to vectorise.
+fn widen(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        Dtype::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.as_chunks::<4>().0) {
+                *o = f32::from_le_bytes(*c);
+            }
         }
-    };
-    if let Some(i) = first_non_finite(&data) {
+        Dtype::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.as_chunks::<2>().0) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes(*c)) << 16);
+            }
+        }
+        _ => {
+            use half::slice::HalfFloatSliceExt;
+            let mut halves = [half::f16::ZERO; DECODE_BLOCK];
+            let halves = &mut halves[..out.len()];
+            for (h, c) in halves.iter_mut().zip(bytes.as_chunks::<2>().0) {
+                *h = half::f16::from_le_bytes(*c);
+            }
+            halves.convert_to_f32_slice(out);
+        }
+    }
+}
+
+/// Decodes a `[rows, cols]` tensor into `layout` in one pass over the file's
+/// bytes: each block is widened, checked for non-finite values, narrowed and
+/// put in place (transposed for `B`) while it sits in L1. A cold load is a
+/// request's latency, and separate passes (widen, check, transpose, narrow)
+/// cost several times this one's memory traffic.
+fn decode(
+    name: &str,
+    view: &TensorView<'_>,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+) -> Result<Factor> {
+    let size = value_size(name, view.dtype())?;
+    // A value beyond f16's range leaves `None`: this factor then stays f32.
+    if layout.dtype == LoraDtype::F16
+        && let Some(values) = decode_as::<half::f16>(name, view, size, rows, cols, layout)?
+    {
+        return Ok(Factor::F16(values));
+    }
+    let values = decode_as::<f32>(name, view, size, rows, cols, layout)?;
+    Ok(Factor::F32(values.unwrap_or_default()))
+}
+
+/// [`decode`] into `T`; `None` when a value does not fit `T`.
+fn decode_as<T: Held>(
+    name: &str,
+    view: &TensorView<'_>,
+    size: usize,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+) -> Result<Option<Vec<T>>> {
+    let bytes = view.data();
+    let n = rows * cols;
+    if n == 0 {
+        // Shape checks against the base reject it; nothing to decode.
+        return Ok(Some(Vec::new()));
+    }
+    // A transposed tensor is scattered into place, so it needs all of its
+    // buffer up front; otherwise blocks are appended (no zero-fill pass).
+    let mut out = Vec::with_capacity(n);
+    if layout.transpose {
+        out.resize(n, T::default());
+    }
+    let mut wide = [0f32; DECODE_BLOCK];
+    let mut narrow = [T::default(); DECODE_BLOCK];
+    let mut dsts = [0usize; DECODE_BLOCK];
+    // Whole rows per block, so a transposed block scatters whole rows.
+    let block_rows = (DECODE_BLOCK / cols.max(1)).max(1);
+    let mut row = 0;
+    while row < rows {
+        let take = block_rows.min(rows - row);
+        let (start, len) = (row * cols, take * cols);
+        if len > DECODE_BLOCK {
+            // A single row wider than a block: decode it in pieces, untransposed
+            // rows only (a transposed B has `cols` = rank <= MAX_RANK).
+            return decode_wide_rows(name, view, size, rows, cols, layout);
+        }
+        let wide = &mut wide[..len];
+        widen(
+            view.dtype(),
+            &bytes[start * size..(start + len) * size],
+            wide,
+        );
+        if let Some(i) = first_non_finite(wide) {
+            return Err(non_finite(name, start + i, wide[i]));
+        }
+        let narrow = &mut narrow[..len];
+        if !T::store(wide, narrow) {
+            return Ok(None);
+        }
+        if layout.transpose {
+            let dsts = &mut dsts[..take];
+            for (d, r) in dsts.iter_mut().zip(row..) {
+                *d = layout
+                    .interleave
+                    .map_or(r, |hd| interleaved_row(r, rows, hd));
+            }
+            // Output row by output row, so writes run along each row of the
+            // transpose; the strided reads stay in L1.
+            for (k, dst_row) in out.chunks_exact_mut(rows).enumerate() {
+                for (&d, values) in dsts.iter().zip(narrow.chunks_exact(cols)) {
+                    dst_row[d] = values[k];
+                }
+            }
+        } else {
+            out.extend_from_slice(narrow);
+        }
+        row += take;
+    }
+    Ok(Some(out))
+}
+
+/// [`decode_as`] for untransposed tensors whose rows exceed a block (an
+/// `A` with a very wide input), decoded block by block.
+fn decode_wide_rows<T: Held>(
+    name: &str,
+    view: &TensorView<'_>,
+    size: usize,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+) -> Result<Option<Vec<T>>> {
+    let n = rows * cols;
+    if layout.transpose {
         return Err(bad(format!(
-            "tensor `{name}` has a non-finite value ({}) at index {i}",
-            data[i]
+            "tensor `{name}` has {cols} columns, more than any supported rank"
         )));
     }
-    Ok(data)
+    let bytes = view.data();
+    let mut out = vec![T::default(); n];
+    let mut wide = [0f32; DECODE_BLOCK];
+    for (b, dst) in out.chunks_mut(DECODE_BLOCK).enumerate() {
+        let start = b * DECODE_BLOCK;
+        let wide = &mut wide[..dst.len()];
+        widen(
+            view.dtype(),
+            &bytes[start * size..(start + dst.len()) * size],
+            wide,
+        );
+        if let Some(i) = first_non_finite(wide) {
+            return Err(non_finite(name, start + i, wide[i]));
+        }
+        if !T::store(wide, dst) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn non_finite(name: &str, index: usize, value: f32) -> Error {
+    bad(format!(
+        "tensor `{name}` has a non-finite value ({value}) at index {index}"
+    ))
+}
+
+/// Where row `r` of a `rows`-row Q/K projection in Hugging Face order goes in
+/// the order llama.cpp's GGUF converter gives those rows so that RoPE can
+/// rotate adjacent pairs: within each block of `head_dim` rows, HF row
+/// `j·(head_dim/2) + i` becomes row `2i + j` (`j` in {0, 1}). Rows the
+/// mapping does not cover (an odd head width's last row, a partial trailing
+/// block) stay put, as in [`deinterleave_rows`].
+pub(super) fn interleaved_row(r: usize, rows: usize, head_dim: usize) -> usize {
+    let half = head_dim / 2;
+    let (block, within) = (r / head_dim.max(1), r % head_dim.max(1));
+    if half == 0 || (block + 1) * head_dim > rows || within >= 2 * half {
+        return r;
+    }
+    let (j, i) = (within / half, within % half);
+    block * head_dim + 2 * i + j
 }
 
 /// Values checked per block by [`first_non_finite`].
@@ -117,6 +301,8 @@ fn read_tensor(
     name: &str,
     view: &TensorView<'_>,
     n_layers: usize,
+    dtype: LoraDtype,
+    qk_interleave: Option<usize>,
 ) -> Result<(Slot, bool, RawTensor)> {
     let (slot, is_a) = parse_name(name).ok_or_else(|| {
         bad(format!(
@@ -135,12 +321,13 @@ fn read_tensor(
             view.shape()
         )));
     };
-    let mut data = decode(name, view)?;
-    if !is_a {
-        // Transposed here, on the decoding thread while the values are still
-        // in cache, rather than in a separate pass over the whole adapter.
-        data = super::transpose(&data, rows, cols);
-    }
+    let layout = Layout {
+        dtype,
+        transpose: !is_a,
+        // Q/K rows of B follow the base's runtime head layout (see `LoraAdapter`).
+        interleave: qk_interleave.filter(|_| !is_a && super::is_qk(slot)),
+    };
+    let data = decode(name, view, rows, cols, layout)?;
     let tensor = RawTensor {
         name: name.to_string(),
         rows,
@@ -165,10 +352,15 @@ type Decoded = (Slot, bool, RawTensor);
 /// into contiguous runs of tensors, one per thread (the calling thread takes
 /// the first): decoding is memory-bound copying and checking, and a cold
 /// load is latency a request waits for.
-fn decode_all(tensors: &[(String, TensorView<'_>)], n_layers: usize) -> Vec<Result<Decoded>> {
+fn decode_all(
+    tensors: &[(String, TensorView<'_>)],
+    n_layers: usize,
+    dtype: LoraDtype,
+    qk_interleave: Option<usize>,
+) -> Vec<Result<Decoded>> {
     let decode_run = |run: &[(String, TensorView<'_>)]| -> Vec<Result<Decoded>> {
         run.iter()
-            .map(|(name, view)| read_tensor(name, view, n_layers))
+            .map(|(name, view)| read_tensor(name, view, n_layers, dtype, qk_interleave))
             .collect()
     };
     let bytes: usize = tensors.iter().map(|(_, v)| v.data().len()).sum();
@@ -203,11 +395,18 @@ fn decode_all(tensors: &[(String, TensorView<'_>)], n_layers: usize) -> Vec<Resu
 }
 
 /// Reads every tensor of a safetensors file, grouped by module.
-pub(super) fn read_all(bytes: &[u8], n_layers: usize) -> Result<BTreeMap<Slot, RawPair>> {
+/// `B` tensors come back transposed, with Q/K rows interleaved per head of
+/// width `qk_interleave` when given.
+pub(super) fn read_all(
+    bytes: &[u8],
+    n_layers: usize,
+    dtype: LoraDtype,
+    qk_interleave: Option<usize>,
+) -> Result<BTreeMap<Slot, RawPair>> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
     let mut pairs: BTreeMap<Slot, RawPair> = BTreeMap::new();
-    for decoded in decode_all(&file.tensors(), n_layers) {
+    for decoded in decode_all(&file.tensors(), n_layers, dtype, qk_interleave) {
         let (slot, is_a, tensor) = decoded?;
         let pair = pairs.entry(slot).or_default();
         let half = if is_a { &mut pair.a } else { &mut pair.b };
@@ -245,20 +444,18 @@ pub(super) fn pair_names(slot: Slot) -> (String, String) {
     (tensor_name(&path, true), tensor_name(&path, false))
 }
 
-/// Reorders the rows of a row-major `[rows, cols]` matrix from Hugging Face
-/// order into the order llama.cpp's GGUF converter gives Q/K rows so that
-/// RoPE can rotate adjacent pairs: within each block of `head_dim` rows, HF
-/// row `j·(head_dim/2) + i` becomes row `2i + j` (`j` in {0, 1}).
-pub(super) fn interleave_rows(values: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
-    reorder_rows(values, cols, head_dim, true)
-}
-
-/// The inverse of [`interleave_rows`]: back to Hugging Face row order.
+/// Reorders the rows of a row-major `[rows, cols]` matrix from the
+/// interleaved order of [`interleaved_row`] back to Hugging Face order.
 pub(super) fn deinterleave_rows(values: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
     reorder_rows(values, cols, head_dim, false)
 }
 
-fn reorder_rows(values: &[f32], cols: usize, head_dim: usize, to_interleaved: bool) -> Vec<f32> {
+fn reorder_rows<T: Copy>(
+    values: &[T],
+    cols: usize,
+    head_dim: usize,
+    to_interleaved: bool,
+) -> Vec<T> {
     // Starting from a copy keeps any rows the mapping does not cover (an odd
     // head width's last row, a partial trailing block) where they were, so
     // the two directions stay exact inverses whatever the shape.

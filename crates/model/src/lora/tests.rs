@@ -133,7 +133,7 @@ fn bf16_tensors_decode() {
     let bf = encode(&specs(), Dtype::BF16);
     let a = LoraAdapter::from_bytes(CONFIG.as_bytes(), &bf, &base()).unwrap();
     let want = half::bf16::from_f32(specs()[0].2[0]).to_f32();
-    assert_eq!(a.pair(0, LayerTensor::Q).unwrap().a[0], want);
+    assert_eq!(a.pair(0, LayerTensor::Q).unwrap().a.to_f32()[0], want);
 }
 
 #[test]
@@ -356,13 +356,119 @@ fn delta_is_scaled_product_of_b_and_a() {
     assert_eq!(p.scale, 2.0);
     let d = a.delta(1, LayerTensor::Down).unwrap();
     assert_eq!(d.len(), p.out_dim * p.in_dim);
+    let (fa, fbt) = (p.a.to_f32(), p.bt.to_f32());
     for (o, i) in [(0, 0), (7, 100), (p.out_dim - 1, p.in_dim - 1)] {
         let want: f32 = (0..p.rank)
-            .map(|k| p.bt[k * p.out_dim + o] * p.a[k * p.in_dim + i])
+            .map(|k| fbt[k * p.out_dim + o] * fa[k * p.in_dim + i])
             .sum::<f32>()
             * p.scale;
         assert!((d[o * p.in_dim + i] - want).abs() < 1e-6);
     }
     assert!(a.delta(0, LayerTensor::Q).is_none());
     assert!(a.delta(5, LayerTensor::K).is_none());
+}
+
+#[test]
+fn f16_loading_halves_memory_and_keeps_values_close() {
+    let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 8);
+    let (config, weights) = exact.to_peft_bytes().unwrap();
+    let options = LoadOptions {
+        dtype: LoraDtype::F16,
+        ..LoadOptions::default()
+    };
+    let half = LoraAdapter::from_bytes_with(&config, &weights, &base(), &options).unwrap();
+    assert_eq!(half.dtype(), LoraDtype::F16);
+    assert_eq!(exact.dtype(), LoraDtype::F32);
+    assert_eq!(2 * half.resident_bytes(), exact.resident_bytes());
+    assert_eq!(
+        exact.resident_bytes_as(LoraDtype::F16),
+        half.resident_bytes()
+    );
+    for ((_, _, h), (_, _, e)) in half.pairs().zip(exact.pairs()) {
+        for (x, y) in h.bt.to_f32().iter().zip(e.bt.to_f32().iter()) {
+            assert!((x - y).abs() <= y.abs() / 1024.0 + 1e-7, "{x} vs {y}");
+        }
+        // Q rows are permuted for the interleaved base the same way in both.
+        assert_eq!(h.b().len(), e.b().len());
+    }
+    // Converting keeps an id already known; the rounded content hashes apart.
+    let id = exact.id();
+    assert_eq!(exact.to_dtype(LoraDtype::F16).id(), id);
+    assert_ne!(half.id(), id);
+    assert_eq!(
+        exact
+            .to_dtype(LoraDtype::F16)
+            .to_dtype(LoraDtype::F32)
+            .dtype(),
+        LoraDtype::F32
+    );
+}
+
+#[test]
+fn f16_files_load_exactly_as_f16() {
+    let f16_file = encode(&specs(), Dtype::F16);
+    let options = LoadOptions {
+        dtype: LoraDtype::F16,
+        ..LoadOptions::default()
+    };
+    let half =
+        LoraAdapter::from_bytes_with(CONFIG.as_bytes(), &f16_file, &base(), &options).unwrap();
+    let wide = LoraAdapter::from_bytes(CONFIG.as_bytes(), &f16_file, &base()).unwrap();
+    assert_eq!(half.id(), wide.id());
+    assert_eq!(half.to_peft_bytes().unwrap(), wide.to_peft_bytes().unwrap());
+}
+
+#[test]
+fn interleaving_while_decoding_is_undone_by_export() {
+    for (rows, head_dim) in [(8, 4), (12, 4), (10, 4), (9, 3), (6, 1), (7, 64)] {
+        let values: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+        let mut moved = vec![0.0; rows];
+        for (r, v) in values.iter().enumerate() {
+            moved[tensors::interleaved_row(r, rows, head_dim)] = *v;
+        }
+        assert_eq!(
+            tensors::deinterleave_rows(&moved, 1, head_dim),
+            values,
+            "{rows} rows, heads of {head_dim}"
+        );
+    }
+}
+
+#[test]
+fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
+    // An input wider than a decode block (as in 7B-class MLPs).
+    let base = LlamaConfig {
+        intermediate_size: 2600,
+        ..tiny_config(32)
+    };
+    let mut exact = random_adapter(&base, 2, &[LayerTensor::Down, LayerTensor::Q], 4);
+    // One value beyond f16's range keeps its factor f32 (and only that one).
+    let Some(Factor::F32(a)) = exact.pairs.get_mut(&(1, 6)).map(|p| &mut p.a) else {
+        panic!("layer 1 down_proj is adapted in f32");
+    };
+    a[2601] = 1e6;
+    let (config, weights) = exact.to_peft_bytes().unwrap();
+    for dtype in [LoraDtype::F32, LoraDtype::F16] {
+        let options = LoadOptions {
+            dtype,
+            ..LoadOptions::default()
+        };
+        let loaded = LoraAdapter::from_bytes_with(&config, &weights, &base, &options).unwrap();
+        let pair = |layer, tensor| loaded.pair(layer, tensor).unwrap();
+        assert_eq!(pair(1, LayerTensor::Down).a.dtype(), LoraDtype::F32);
+        assert_eq!(pair(0, LayerTensor::Down).a.dtype(), dtype);
+        for ((_, _, got), (_, _, want)) in loaded.pairs().zip(exact.pairs()) {
+            for (x, y) in got.a.to_f32().iter().zip(want.a.to_f32().iter()) {
+                // Relative rounding, or f16 subnormal spacing near zero.
+                assert!(
+                    (x - y).abs() <= y.abs() / 1024.0 + 1e-7,
+                    "{dtype}: {x} vs {y}"
+                );
+            }
+            assert_eq!(got.bt.len(), want.bt.len());
+        }
+        if dtype == LoraDtype::F32 {
+            assert_eq!(loaded, exact);
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use credence_model::llama::{BatchSeq, Transformer, WeightedAdapter};
-use credence_model::lora::{LoraAdapter, random_adapter};
+use credence_model::lora::{LoraAdapter, LoraDtype, random_adapter};
 use credence_model::quant::{GgmlType, QMatrix};
 use credence_model::testing::{tiny_config, tiny_transformer};
 use credence_model::threadpool::ThreadPool;
@@ -71,17 +71,29 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 
 #[test]
 fn mixed_adapter_batch_equals_merged_weights_per_sequence() {
+    for dtype in [LoraDtype::F32, LoraDtype::F16] {
+        mixed_batch_equals_merged(dtype);
+    }
+}
+
+/// The mixed-batch check with factors held as `dtype`: the merged reference
+/// uses the same (for f16, rounded) factors.
+fn mixed_batch_equals_merged(dtype: LoraDtype) {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config(32);
     let base = tiny_transformer(&config, GgmlType::F32, 5, dir.path()).unwrap();
     let pool = ThreadPool::new(2);
-    let a1 = Arc::new(random_adapter(&config, 4, &ALL, 1));
-    let a2 = Arc::new(random_adapter(
-        &config,
-        8,
-        &[LayerTensor::Q, LayerTensor::V, LayerTensor::Down],
-        2,
-    ));
+    let a1 = Arc::new(random_adapter(&config, 4, &ALL, 1).to_dtype(dtype));
+    let a2 = Arc::new(
+        random_adapter(
+            &config,
+            8,
+            &[LayerTensor::Q, LayerTensor::V, LayerTensor::Down],
+            2,
+        )
+        .to_dtype(dtype),
+    );
+    assert_eq!(a1.dtype(), dtype);
     let one = |a: &Arc<LoraAdapter>, weight| WeightedAdapter {
         adapter: Arc::clone(a),
         weight,
@@ -112,7 +124,7 @@ fn mixed_adapter_batch_equals_merged_weights_per_sequence() {
     let got = base.forward(&pool, &mut batch).unwrap();
     for i in 0..4 {
         let reference = alone(&merged(&base, &mixes[i]), &pool, histories[i], new[i]);
-        assert_close(&got[i], &reference, &format!("sequence {i}"));
+        assert_close(&got[i], &reference, &format!("{dtype} sequence {i}"));
     }
     // The adapters really change the output.
     let plain = alone(&base, &pool, histories[0], new[0]);

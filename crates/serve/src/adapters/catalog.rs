@@ -24,13 +24,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn describe(adapter: &LoraAdapter, created: u64) -> Self {
+    /// `resident_bytes` is what the adapter takes in RAM as the registry holds it.
+    pub(crate) fn describe(adapter: &LoraAdapter, resident_bytes: usize, created: u64) -> Self {
         let ranks = || adapter.pairs().map(|(_, _, p)| p.rank);
         Self {
             modules: adapter.pairs().count(),
             min_rank: ranks().min().unwrap_or(0),
             max_rank: ranks().max().unwrap_or(0),
-            resident_bytes: adapter.resident_bytes(),
+            resident_bytes,
             created,
         }
     }

@@ -26,7 +26,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use credence_model::config::LlamaConfig;
-use credence_model::lora::{CONFIG_FILE, LoraAdapter, MAX_ADAPTER_BYTES, WEIGHTS_FILE};
+use credence_model::lora::{
+    CONFIG_FILE, LoadOptions, LoraAdapter, LoraDtype, MAX_ADAPTER_BYTES, WEIGHTS_FILE,
+};
 use serde::Serialize;
 
 pub use cache::{CacheStats, Residency};
@@ -70,6 +72,8 @@ pub type Acquired = (String, Arc<LoraAdapter>);
 #[derive(Debug)]
 pub struct AdapterRegistry {
     base: LlamaConfig,
+    /// The element type loaded adapters are held in.
+    dtype: LoraDtype,
     blobs: Blobs,
     cache: AdapterCache,
     catalog: RwLock<Catalog>,
@@ -79,8 +83,14 @@ pub struct AdapterRegistry {
 
 impl AdapterRegistry {
     /// Opens the registry for adapters of `base`, stored under `dir` (in
-    /// memory when `None`), with a RAM cache of `cache_bytes`.
-    pub async fn open(base: LlamaConfig, dir: Option<PathBuf>, cache_bytes: usize) -> Result<Self> {
+    /// memory when `None`), with a RAM cache of `cache_bytes` holding
+    /// adapters as `dtype`.
+    pub async fn open(
+        base: LlamaConfig,
+        dir: Option<PathBuf>,
+        cache_bytes: usize,
+        dtype: LoraDtype,
+    ) -> Result<Self> {
         let blobs = Blobs::open(dir.as_deref())?;
         let catalog = match blobs.get_catalog().await? {
             Some(json) => Catalog::parse(&json)?,
@@ -89,10 +99,12 @@ impl AdapterRegistry {
         tracing::info!(
             adapters = catalog.adapters.len(),
             cache_bytes,
+            %dtype,
             "adapter registry opened"
         );
         Ok(Self {
             base,
+            dtype,
             blobs,
             cache: AdapterCache::new(cache_bytes),
             catalog: RwLock::new(catalog),
@@ -132,10 +144,10 @@ impl AdapterRegistry {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("adapter validation task failed: {e}")))??;
-        if adapter.resident_bytes() > self.cache.budget() {
+        let resident = adapter.resident_bytes_as(self.dtype);
+        if resident > self.cache.budget() {
             return Err(ApiError::InvalidAdapter(format!(
-                "the adapter needs {} bytes in memory, more than the whole adapter cache ({} bytes)",
-                adapter.resident_bytes(),
+                "the adapter needs {resident} bytes in memory, more than the whole adapter cache ({} bytes)",
                 self.cache.budget()
             )));
         }
@@ -144,8 +156,10 @@ impl AdapterRegistry {
         let created = !next.adapters.contains_key(&id);
         if created {
             self.blobs.put_adapter(&id, files).await?;
-            next.adapters
-                .insert(id.clone(), Entry::describe(&adapter, crate::unix_now()));
+            next.adapters.insert(
+                id.clone(),
+                Entry::describe(&adapter, resident, crate::unix_now()),
+            );
         }
         if let Some(alias) = alias {
             next.aliases.insert(alias.to_owned(), id.clone());
@@ -185,6 +199,10 @@ impl AdapterRegistry {
 
     async fn load_from_store(&self, id: &str) -> Result<LoraAdapter> {
         let base = self.base.clone();
+        let options = LoadOptions {
+            dtype: self.dtype,
+            ..LoadOptions::default()
+        };
         let known_id = id.to_owned();
         let unreadable = {
             let id = id.to_owned();
@@ -198,12 +216,12 @@ impl AdapterRegistry {
         let load = match self.blobs.local_adapter_dir(id) {
             // A local directory: decode straight from the mapped file.
             Some(dir) => tokio::task::spawn_blocking(move || {
-                LoraAdapter::load(&dir, &base).map_err(unreadable)
+                LoraAdapter::load_with(&dir, &base, &options).map_err(unreadable)
             }),
             None => {
                 let files = self.blobs.get_adapter(id).await?;
                 tokio::task::spawn_blocking(move || {
-                    LoraAdapter::from_bytes(&files.config, &files.weights, &base)
+                    LoraAdapter::from_bytes_with(&files.config, &files.weights, &base, &options)
                         .map_err(unreadable)
                 })
             }
