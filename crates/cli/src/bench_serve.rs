@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use credence_model::lora::LoraDtype;
 use credence_node::bench_serve::{ServeBenchConfig, run_serve_bench};
 use credence_node::config::credence_home;
 use credence_node::models;
@@ -38,6 +39,9 @@ pub(crate) struct ServeBenchArgs {
     /// RAM budget for decoded adapters, MiB.
     #[arg(long, default_value_t = 1024)]
     cache_mib: usize,
+    /// Element type adapters are held in while served (f16 or f32).
+    #[arg(long, default_value_t = LoraDtype::F16)]
+    lora_dtype: LoraDtype,
     /// Exponent of the Zipf traffic.
     #[arg(long, default_value_t = 1.0)]
     zipf_s: f64,
@@ -69,6 +73,7 @@ pub(crate) fn run(args: &ServeBenchArgs) -> Result<()> {
         gen_tokens: args.gen_tokens,
         adapter_counts: args.adapters.clone(),
         cache_mib: args.cache_mib,
+        lora_dtype: args.lora_dtype,
         zipf_s: args.zipf_s,
         cold_loads: args.cold_loads,
         merge_requests: args.merge_requests,

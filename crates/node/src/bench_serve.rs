@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use credence_model::kv::KvCache;
 use credence_model::llama::{BatchSeq, Model, Transformer, WeightedAdapter};
-use credence_model::lora::random_adapter;
+use credence_model::lora::{LoraDtype, random_adapter};
 use credence_model::merge::merge_adapters;
 use credence_model::sampling::argmax;
 use credence_model::threadpool::ThreadPool;
@@ -57,6 +57,8 @@ pub struct ServeBenchConfig {
     pub adapter_counts: Vec<usize>,
     /// RAM budget for decoded adapters, MiB.
     pub cache_mib: usize,
+    /// Element type adapters are held in.
+    pub lora_dtype: LoraDtype,
     /// Zipf exponent.
     pub zipf_s: f64,
     /// Cold loads timed.
@@ -132,6 +134,8 @@ pub struct ServeBenchReport {
     pub gen_tokens: usize,
     /// Adapter RAM budget, MiB.
     pub cache_mib: usize,
+    /// Element type adapters were held in.
+    pub lora_dtype: LoraDtype,
     /// Scenario results, in run order.
     pub scenarios: Vec<ScenarioResult>,
     /// Cold-load latency of a rank-16 all-linear adapter, ms (p50, p99).
@@ -172,8 +176,12 @@ impl ServeBenchReport {
             ));
         }
         out.push_str(&format!(
-            "\nCold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
-            self.cold_adapter_mib, self.cold_loads, self.cold_load_ms.0, self.cold_load_ms.1
+            "\nAdapters held as {}. Cold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
+            self.lora_dtype,
+            self.cold_adapter_mib,
+            self.cold_loads,
+            self.cold_load_ms.0,
+            self.cold_load_ms.1
         ));
         out
     }
@@ -238,6 +246,7 @@ pub fn run_serve_bench(
         queue_capacity: 2 * config.requests.max(config.clients),
         adapter_dir: Some(store_dir.clone()),
         adapter_cache_bytes: config.cache_mib << 20,
+        adapter_dtype: config.lora_dtype,
         ..ServeConfig::default()
     };
     let base_weights = model.transformer().weights().clone();
@@ -345,6 +354,7 @@ pub fn run_serve_bench(
         prompt_tokens: config.prompt_tokens,
         gen_tokens: config.gen_tokens,
         cache_mib: config.cache_mib,
+        lora_dtype: config.lora_dtype,
         scenarios,
         cold_load_ms,
         cold_loads: config.cold_loads,

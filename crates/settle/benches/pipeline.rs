@@ -241,12 +241,15 @@ fn gas_per_step() {
         .expect("transfer");
     let holding = claim(holder);
     println!(
-        "gas: redeem first {} / later {}, postEpoch first {} / later {}, vote mints {} / {}, \
+        "gas: redeem first {} / later {}, postEpoch first {} / later {}, \
+         warming {} new accounts' claim slots {}, vote mints {} / {}, \
          claim into an empty wallet {}, claim into a wallet holding OPEN {}",
         rounds[0].gas.redeem,
         rounds[1].gas.redeem,
         rounds[0].gas.post,
         rounds[1].gas.post,
+        rounds[0].warmed,
+        rounds[0].gas.warm,
         rounds[0].gas.votes,
         rounds[1].gas.votes,
         empty.gas_used,

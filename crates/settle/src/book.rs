@@ -70,6 +70,8 @@ CREATE TABLE leaves (
 ",
     // Whether an epoch's contribution votes (cVOTE for paid usage) are minted.
     "ALTER TABLE epochs ADD COLUMN votes_minted INTEGER NOT NULL DEFAULT 0;",
+    // Accounts whose distributor claim slot is known to be warm.
+    "CREATE TABLE warm (account BLOB PRIMARY KEY);",
 ];
 
 /// A payer's standing with this node.
@@ -337,6 +339,32 @@ impl Book {
     /// Records that an epoch's contribution votes are minted.
     pub fn mark_votes_minted(&self, number: u64) -> Result<()> {
         self.update_epoch(number, "votes_minted = ?2", 1)
+    }
+
+    /// Accounts in the leaves of posted epochs not yet recorded as warm
+    /// ([`Book::mark_warm`]).
+    pub fn unwarmed_accounts(&self) -> Result<Vec<Address>> {
+        self.db.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT l.account FROM leaves l JOIN epochs e ON e.epoch = l.epoch
+                 WHERE e.posted_tx IS NOT NULL
+                   AND l.account NOT IN (SELECT account FROM warm)
+                 ORDER BY l.account",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.map(|bytes| address(&bytes?)).collect()
+        })
+    }
+
+    /// Records that these accounts' claim slots are warm on-chain.
+    pub fn mark_warm(&self, accounts: &[Address]) -> Result<()> {
+        self.db.write(|tx| {
+            let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO warm (account) VALUES (?1)")?;
+            for account in accounts {
+                stmt.execute([account.as_slice()])?;
+            }
+            Ok(())
+        })
     }
 
     /// What each account earned in epoch `number` alone (its leaf minus its

@@ -54,6 +54,9 @@ fn a_paid_call_becomes_a_receipt_an_epoch_and_a_claim() {
 
     let report = f.settler.run(2).expect("settlement round");
     assert_eq!(report.posted, Some(1));
+    let leaves = f.book.leaves(1).unwrap().len();
+    assert_eq!(report.warmed, leaves, "every account new to the root is warmed");
+    assert!(report.gas.warm > 0);
     assert_eq!(report.redeemed, 10 * OPEN, "the latest voucher is redeemed");
     assert!(
         report.finalized.is_empty(),
@@ -68,13 +71,19 @@ fn a_paid_call_becomes_a_receipt_an_epoch_and_a_claim() {
     let report = f.settler.run(3).expect("second round");
     assert_eq!(report.posted, None, "no new receipts");
     assert_eq!(report.finalized, vec![1]);
+    assert_eq!(report.warmed, 0, "accounts are warmed once");
 
     let proof = f.settler.proof(c2).unwrap().expect("c2 earned");
     assert_eq!(proof.cumulative, owed(c2, Role::Contributor));
     assert_eq!(proof.claimed, 0);
     let distributor = f.chain.deployment().distributor;
-    credence_settle::settler::claim(&f.node, distributor, &proof).expect("claim");
+    let claimed = credence_settle::settler::claim(&f.node, distributor, &proof).expect("claim");
     assert_eq!(f.token_balance(c2), proof.cumulative);
+    assert!(
+        claimed.gas_used <= 80_000,
+        "a first claim into an empty wallet used {} gas",
+        claimed.gas_used
+    );
     let again = credence_settle::settler::claim(&f.node, distributor, &proof);
     assert!(again.is_err(), "a second claim of the same amount fails");
 
