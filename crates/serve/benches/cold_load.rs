@@ -6,13 +6,15 @@
 //!
 //! * `registry`: `AdapterRegistry::load` after `unload` (not timed), the
 //!   whole path (store read, parse, validation, cache insert) `bench serve`
-//!   measures, holding factors as f16 like a node by default.
+//!   measures, holding factors as f16 like a node by default (so reading
+//!   the runtime file the registry wrote at registration).
 //! * `registry_evicting`: the same with a full cache, so every load also
 //!   evicts the least recently used adapter.
 //! * `from_bytes_f16`, `from_bytes_f32`: parsing and validating the two
 //!   files already in memory, holding the factors as f16 or f32.
-//! * `read_file`: reading the stored safetensors file, the floor of a load
-//!   that copies the file.
+//! * `from_runtime_bytes_f16`: the same from the runtime file in memory.
+//! * `read_file`: reading the stored PEFT safetensors file (f32), the floor
+//!   of a load that copies that file.
 //!
 //! The files are in the page cache, as they are right after being written.
 
@@ -161,6 +163,21 @@ fn cold_load(c: &mut Criterion) {
             })
         });
     }
+    let runtime = random_adapter(&base, 16, &ALL, 0)
+        .to_dtype(DTYPE)
+        .to_runtime_bytes()
+        .expect("a random adapter encodes");
+    let options = LoadOptions {
+        dtype: DTYPE,
+        ..LoadOptions::default()
+    };
+    group.bench_function(format!("from_runtime_bytes_{DTYPE}"), |b| {
+        b.iter(|| {
+            let a = LoraAdapter::from_runtime_bytes(&config, &runtime, &base, &options)
+                .expect("valid runtime file");
+            black_box(a.resident_bytes())
+        })
+    });
     group.bench_function("read_file", |b| b.iter(|| black_box(read(&stored))));
     group.finish();
 }

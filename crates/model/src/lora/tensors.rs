@@ -38,8 +38,33 @@ fn bad(msg: String) -> Error {
     Error::Adapter(msg)
 }
 
-/// Splits a PEFT tensor name into its slot and whether it is the A half.
-fn parse_name(name: &str) -> Option<(Slot, bool)> {
+/// Which kind of file a tensor set comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// A PEFT file: `lora_B` is `[out, r]` in Hugging Face row order; B is
+    /// transposed while decoding, with Q/K rows interleaved per head of
+    /// this width when given.
+    Peft { qk_interleave: Option<usize> },
+    /// A runtime file (`LoraAdapter::to_runtime_bytes`): `lora_BT` is
+    /// already `[r, out]` in the base's runtime row order.
+    Runtime,
+}
+
+impl Source {
+    /// The suffix naming the B half in this kind of file.
+    fn b_suffix(self) -> &'static str {
+        match self {
+            Self::Peft { .. } => ".lora_B.weight",
+            Self::Runtime => RUNTIME_B_SUFFIX,
+        }
+    }
+}
+
+/// How a runtime file names the transposed B half.
+pub(super) const RUNTIME_B_SUFFIX: &str = ".lora_BT.weight";
+
+/// Splits a tensor name into its slot and whether it is the A half.
+fn parse_name(name: &str, source: Source) -> Option<(Slot, bool)> {
     let rest = name.strip_prefix(PREFIX)?;
     let (layer, rest) = rest.split_once('.')?;
     if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
@@ -49,7 +74,7 @@ fn parse_name(name: &str) -> Option<(Slot, bool)> {
     let (module, half) = rest
         .strip_suffix(".lora_A.weight")
         .map(|m| (m, true))
-        .or_else(|| rest.strip_suffix(".lora_B.weight").map(|m| (m, false)))?;
+        .or_else(|| rest.strip_suffix(source.b_suffix()).map(|m| (m, false)))?;
     let index = MODULES.iter().position(|(_, m)| *m == module)?;
     Some(((layer, index), half))
 }
@@ -140,6 +165,9 @@ fn decode(
     layout: Layout,
 ) -> Result<Factor> {
     let size = value_size(name, view.dtype())?;
+    if view.dtype() == Dtype::F16 && layout.dtype == LoraDtype::F16 && !layout.transpose {
+        return copy_f16(name, view.data()).map(Factor::F16);
+    }
     // A value beyond f16's range leaves `None`: this factor then stays f32.
     if layout.dtype == LoraDtype::F16
         && let Some(values) = decode_as::<half::f16>(name, view, size, rows, cols, layout)?
@@ -148,6 +176,29 @@ fn decode(
     }
     let values = decode_as::<f32>(name, view, size, rows, cols, layout)?;
     Ok(Factor::F32(values.unwrap_or_default()))
+}
+
+/// F16 values kept as f16 in the file's order (a runtime file's factors, or
+/// the A half of an F16 PEFT file): a straight copy, checked on the bits.
+fn copy_f16(name: &str, bytes: &[u8]) -> Result<Vec<half::f16>> {
+    let values: Vec<half::f16> = bytes
+        .as_chunks::<2>()
+        .0
+        .iter()
+        .map(|c| half::f16::from_le_bytes(*c))
+        .collect();
+    // All exponent bits set: an infinity or a NaN.
+    const EXPONENT: u16 = 0x7c00;
+    let bad_bits = |h: &half::f16| h.to_bits() & EXPONENT == EXPONENT;
+    let failing = values
+        .chunks(FINITE_BLOCK)
+        .enumerate()
+        .find(|(_, block)| block.iter().fold(false, |bad, h| bad | bad_bits(h)));
+    if let Some((b, block)) = failing {
+        let i = b * FINITE_BLOCK + block.iter().position(bad_bits).unwrap_or(0);
+        return Err(non_finite(name, i, values[i].to_f32()));
+    }
+    Ok(values)
 }
 
 /// [`decode`] into `T`; `None` when a value does not fit `T`.
@@ -171,11 +222,14 @@ fn decode_as<T: Held>(
     if layout.transpose {
         out.resize(n, T::default());
     }
-    let mut wide = [0f32; DECODE_BLOCK];
-    let mut narrow = [T::default(); DECODE_BLOCK];
-    let mut dsts = [0usize; DECODE_BLOCK];
     // Whole rows per block, so a transposed block scatters whole rows.
     let block_rows = (DECODE_BLOCK / cols.max(1)).max(1);
+    // Scratch sized to this tensor: zeroing full blocks for every small
+    // tensor was measurable.
+    let block = DECODE_BLOCK.min(n);
+    let mut wide = vec![0f32; block];
+    let mut narrow = vec![T::default(); block];
+    let mut dsts = vec![0usize; if layout.transpose { block_rows } else { 0 }];
     let mut row = 0;
     while row < rows {
         let take = block_rows.min(rows - row);
@@ -302,11 +356,12 @@ fn read_tensor(
     view: &TensorView<'_>,
     n_layers: usize,
     dtype: LoraDtype,
-    qk_interleave: Option<usize>,
+    source: Source,
 ) -> Result<(Slot, bool, RawTensor)> {
-    let (slot, is_a) = parse_name(name).ok_or_else(|| {
+    let (slot, is_a) = parse_name(name, source).ok_or_else(|| {
         bad(format!(
-            "unknown tensor `{name}` (expected {PREFIX}N.<module>.lora_A|lora_B.weight)"
+            "unknown tensor `{name}` (expected {PREFIX}N.<module>.lora_A.weight or …{})",
+            source.b_suffix()
         ))
     })?;
     if slot.0 >= n_layers {
@@ -321,13 +376,26 @@ fn read_tensor(
             view.shape()
         )));
     };
-    let layout = Layout {
-        dtype,
-        transpose: !is_a,
-        // Q/K rows of B follow the base's runtime head layout (see `LoraAdapter`).
-        interleave: qk_interleave.filter(|_| !is_a && super::is_qk(slot)),
+    let layout = match source {
+        Source::Peft { qk_interleave } => Layout {
+            dtype,
+            transpose: !is_a,
+            // Q/K rows of B follow the base's runtime head layout (see `LoraAdapter`).
+            interleave: qk_interleave.filter(|_| !is_a && super::is_qk(slot)),
+        },
+        Source::Runtime => Layout {
+            dtype,
+            transpose: false,
+            interleave: None,
+        },
     };
     let data = decode(name, view, rows, cols, layout)?;
+    // A runtime B is stored `[r, out]`; report the PEFT shape `[out, r]` so
+    // both kinds are checked the same way.
+    let (rows, cols) = match source {
+        Source::Runtime if !is_a => (cols, rows),
+        _ => (rows, cols),
+    };
     let tensor = RawTensor {
         name: name.to_string(),
         rows,
@@ -356,11 +424,11 @@ fn decode_all(
     tensors: &[(String, TensorView<'_>)],
     n_layers: usize,
     dtype: LoraDtype,
-    qk_interleave: Option<usize>,
+    source: Source,
 ) -> Vec<Result<Decoded>> {
     let decode_run = |run: &[(String, TensorView<'_>)]| -> Vec<Result<Decoded>> {
         run.iter()
-            .map(|(name, view)| read_tensor(name, view, n_layers, dtype, qk_interleave))
+            .map(|(name, view)| read_tensor(name, view, n_layers, dtype, source))
             .collect()
     };
     let bytes: usize = tensors.iter().map(|(_, v)| v.data().len()).sum();
@@ -394,19 +462,18 @@ fn decode_all(
     })
 }
 
-/// Reads every tensor of a safetensors file, grouped by module.
-/// `B` tensors come back transposed, with Q/K rows interleaved per head of
-/// width `qk_interleave` when given.
+/// Reads every tensor of a safetensors file, grouped by module, `B` in the
+/// runtime layout (see [`Source`]).
 pub(super) fn read_all(
     bytes: &[u8],
     n_layers: usize,
     dtype: LoraDtype,
-    qk_interleave: Option<usize>,
+    source: Source,
 ) -> Result<BTreeMap<Slot, RawPair>> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
     let mut pairs: BTreeMap<Slot, RawPair> = BTreeMap::new();
-    for decoded in decode_all(&file.tensors(), n_layers, dtype, qk_interleave) {
+    for decoded in decode_all(&file.tensors(), n_layers, dtype, source) {
         let (slot, is_a, tensor) = decoded?;
         let pair = pairs.entry(slot).or_default();
         let half = if is_a { &mut pair.a } else { &mut pair.b };
@@ -436,6 +503,36 @@ pub(super) fn write_f32<V: AsRef<[f32]>>(tensors: &[(String, [usize; 2], V)]) ->
         views.push((name.clone(), view));
     }
     safetensors::serialize(views, None).map_err(|e| bad(format!("serialising adapter: {e}")))
+}
+
+/// Serialises `(name, shape, factor)` triples in their held dtypes, with
+/// `metadata` in the header.
+pub(super) fn write_factors(
+    tensors: &[(String, [usize; 2], &Factor)],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let encoded: Vec<(Dtype, Vec<u8>)> = tensors
+        .iter()
+        .map(|(_, _, f)| match f {
+            Factor::F32(v) => (Dtype::F32, f32_bytes(v)),
+            Factor::F16(v) => (Dtype::F16, v.iter().flat_map(|h| h.to_le_bytes()).collect()),
+        })
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), (dtype, data)) in tensors.iter().zip(&encoded) {
+        let view = TensorView::new(*dtype, shape.to_vec(), data)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| bad(format!("serialising adapter: {e}")))
+}
+
+/// The header metadata of a safetensors file (empty when it has none).
+pub(super) fn metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String>> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("adapter runtime file: {e}")))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// The PEFT names of the A and B tensors of `slot`.

@@ -472,3 +472,62 @@ fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
         }
     }
 }
+
+#[test]
+fn runtime_files_round_trip_the_held_factors() {
+    let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 9);
+    let (config, _) = exact.to_peft_bytes().unwrap();
+    for held in [exact.clone(), exact.to_dtype(LoraDtype::F16)] {
+        let file = held.to_runtime_bytes().unwrap();
+        for dtype in [LoraDtype::F16, LoraDtype::F32] {
+            let options = LoadOptions {
+                dtype,
+                ..LoadOptions::default()
+            };
+            let back = LoraAdapter::from_runtime_bytes(&config, &file, &base(), &options).unwrap();
+            assert_eq!(back.dtype(), dtype);
+            // Exact whenever the loaded dtype can carry the held values.
+            if dtype == LoraDtype::F32 || held.dtype() == LoraDtype::F16 {
+                assert!(back.to_dtype(held.dtype()) == held, "{dtype}");
+            }
+        }
+    }
+    // A PEFT file is not a runtime file, and a runtime file only fits the
+    // Q/K row layout it was written for.
+    let (_, peft) = exact.to_peft_bytes().unwrap();
+    let e = LoraAdapter::from_runtime_bytes(&config, &peft, &base(), &LoadOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("not an adapter runtime file"), "{e}");
+    let halves = LlamaConfig {
+        rope_style: crate::config::RopeStyle::Halves,
+        ..base()
+    };
+    let file = exact.to_runtime_bytes().unwrap();
+    let e = LoraAdapter::from_runtime_bytes(&config, &file, &halves, &LoadOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("q/k rows"), "{e}");
+}
+
+#[test]
+fn non_finite_f16_values_are_refused_when_held_as_f16() {
+    let options = LoadOptions {
+        dtype: LoraDtype::F16,
+        ..LoadOptions::default()
+    };
+    for (tensor, at, value) in [
+        (0, 5, f32::INFINITY),
+        (2, 200, f32::NAN),
+        (1, 7, f32::NEG_INFINITY),
+    ] {
+        let mut s = specs();
+        s[tensor].2[at] = value;
+        let file = encode(&s, Dtype::F16);
+        let e =
+            LoraAdapter::from_bytes_with(CONFIG.as_bytes(), &file, &base(), &options).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("non-finite value ({value}) at index {at}")),
+            "{e}"
+        );
+    }
+}

@@ -5,8 +5,14 @@
 //! ```text
 //! <id>/adapter_config.json
 //! <id>/adapter_model.safetensors
+//! <id>/runtime-<dtype>-<q/k rows>.safetensors   (derived, see below)
 //! catalog.json
 //! ```
+//!
+//! The runtime file holds the factors as this node serves them
+//! (`LoraAdapter::to_runtime_bytes`): loading it skips the transposition and
+//! narrowing the PEFT file needs. It is derived data: when it is missing or
+//! unreadable the PEFT files are loaded and it is written again.
 //!
 //! Every object is written whole and atomically by `object_store` (a local
 //! directory writes a temporary file and renames it), and an adapter's files
@@ -31,6 +37,8 @@ pub(crate) struct Blobs {
     store: Arc<dyn ObjectStore>,
     /// The root directory when the store is a local directory.
     local: Option<PathBuf>,
+    /// Name of the runtime file in each adapter's directory.
+    runtime: String,
 }
 
 /// The two files of one adapter, as stored.
@@ -40,8 +48,9 @@ pub(crate) struct AdapterFiles {
 }
 
 impl Blobs {
-    /// Blobs under a local directory (created if missing), or in memory.
-    pub(crate) fn open(dir: Option<&std::path::Path>) -> Result<Self> {
+    /// Blobs under a local directory (created if missing), or in memory,
+    /// with runtime files named `runtime`.
+    pub(crate) fn open(dir: Option<&std::path::Path>, runtime: String) -> Result<Self> {
         let store: Arc<dyn ObjectStore> = match dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -57,7 +66,36 @@ impl Blobs {
         Ok(Self {
             store,
             local: dir.map(std::path::Path::to_path_buf),
+            runtime,
         })
+    }
+
+    /// Stores (or replaces) an adapter's runtime file.
+    pub(crate) async fn put_runtime(&self, id: &str, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(&file_path(id, &self.runtime), PutPayload::from_bytes(bytes))
+            .await
+            .map(drop)
+            .map_err(|e| store_error("storing an adapter runtime file", e))
+    }
+
+    /// The runtime file's path, when the store is a local directory.
+    pub(crate) fn local_runtime_file(&self, id: &str) -> Option<PathBuf> {
+        self.local_adapter_dir(id)
+            .map(|dir| dir.join(&self.runtime))
+    }
+
+    /// Reads an adapter's runtime file; `None` if there is none.
+    pub(crate) async fn get_runtime(&self, id: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&file_path(id, &self.runtime)).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| store_error("reading an adapter runtime file", e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error("reading an adapter runtime file", e)),
+        }
     }
 
     /// The directory holding an adapter's files, when the store is a local
@@ -100,7 +138,7 @@ impl Blobs {
 
     /// Deletes an adapter's files (missing files are not an error).
     pub(crate) async fn delete_adapter(&self, id: &str) -> Result<()> {
-        for name in [CONFIG_FILE, WEIGHTS_FILE] {
+        for name in [self.runtime.as_str(), CONFIG_FILE, WEIGHTS_FILE] {
             match self.store.delete(&file_path(id, name)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store_error("deleting an adapter", e)),

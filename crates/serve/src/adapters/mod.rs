@@ -28,6 +28,7 @@ use bytes::Bytes;
 use credence_model::config::LlamaConfig;
 use credence_model::lora::{
     CONFIG_FILE, LoadOptions, LoraAdapter, LoraDtype, MAX_ADAPTER_BYTES, WEIGHTS_FILE,
+    runtime_file_name,
 };
 use serde::Serialize;
 
@@ -91,7 +92,7 @@ impl AdapterRegistry {
         cache_bytes: usize,
         dtype: LoraDtype,
     ) -> Result<Self> {
-        let blobs = Blobs::open(dir.as_deref())?;
+        let blobs = Blobs::open(dir.as_deref(), runtime_file_name(&base, dtype))?;
         let catalog = match blobs.get_catalog().await? {
             Some(json) => Catalog::parse(&json)?,
             None => Catalog::default(),
@@ -124,7 +125,8 @@ impl AdapterRegistry {
             catalog::check_alias(alias)?;
         }
         let base = self.base.clone();
-        let (adapter, id, files) = tokio::task::spawn_blocking(move || {
+        let dtype = self.dtype;
+        let (adapter, id, files, runtime) = tokio::task::spawn_blocking(move || {
             let adapter = LoraAdapter::from_bytes(&config_json, &safetensors, &base).map_err(
                 |e| match e {
                     // Its message already says "invalid adapter"; keep the detail only.
@@ -140,7 +142,13 @@ impl AdapterRegistry {
                 config: config.into(),
                 weights: weights.into(),
             };
-            Ok::<_, ApiError>((adapter, id, files))
+            // What loads will read: written now so the first request does
+            // not wait for the PEFT file's transposition and narrowing.
+            let runtime = adapter
+                .to_dtype(dtype)
+                .to_runtime_bytes()
+                .map_err(|e| ApiError::Internal(format!("encoding adapter {id}: {e}")))?;
+            Ok::<_, ApiError>((adapter, id, files, Bytes::from(runtime)))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("adapter validation task failed: {e}")))??;
@@ -156,6 +164,7 @@ impl AdapterRegistry {
         let created = !next.adapters.contains_key(&id);
         if created {
             self.blobs.put_adapter(&id, files).await?;
+            self.blobs.put_runtime(&id, runtime).await?;
             next.adapters.insert(
                 id.clone(),
                 Entry::describe(&adapter, resident, crate::unix_now()),
@@ -203,7 +212,6 @@ impl AdapterRegistry {
             dtype: self.dtype,
             ..LoadOptions::default()
         };
-        let known_id = id.to_owned();
         let unreadable = {
             let id = id.to_owned();
             move |e: credence_model::Error| {
@@ -214,24 +222,74 @@ impl AdapterRegistry {
         // content id, so the id is not re-hashed here (that would cost more
         // than the load); shapes and values are still checked, which is cheap.
         let load = match self.blobs.local_adapter_dir(id) {
-            // A local directory: decode straight from the mapped file.
-            Some(dir) => tokio::task::spawn_blocking(move || {
-                LoraAdapter::load_with(&dir, &base, &options).map_err(unreadable)
-            }),
+            // A local directory: decode straight from the mapped files.
+            Some(dir) => {
+                let runtime = self.blobs.local_runtime_file(id);
+                tokio::task::spawn_blocking(move || {
+                    let from_runtime = runtime.filter(|file| file.exists()).and_then(|file| {
+                        read_runtime(&file.display().to_string(), || {
+                            LoraAdapter::load_runtime(&dir, &file, &base, &options)
+                        })
+                    });
+                    if let Some(adapter) = from_runtime {
+                        return Ok((adapter, false));
+                    }
+                    let adapter =
+                        LoraAdapter::load_with(&dir, &base, &options).map_err(unreadable)?;
+                    Ok((adapter, true))
+                })
+            }
             None => {
+                let runtime = self.blobs.get_runtime(id).await?;
                 let files = self.blobs.get_adapter(id).await?;
                 tokio::task::spawn_blocking(move || {
-                    LoraAdapter::from_bytes_with(&files.config, &files.weights, &base, &options)
-                        .map_err(unreadable)
+                    let from_runtime = runtime.and_then(|bytes| {
+                        read_runtime("the stored runtime file", || {
+                            LoraAdapter::from_runtime_bytes(&files.config, &bytes, &base, &options)
+                        })
+                    });
+                    if let Some(adapter) = from_runtime {
+                        return Ok((adapter, false));
+                    }
+                    let adapter = LoraAdapter::from_bytes_with(
+                        &files.config,
+                        &files.weights,
+                        &base,
+                        &options,
+                    )
+                    .map_err(unreadable)?;
+                    Ok((adapter, true))
                 })
             }
         };
-        let adapter = load
+        let (adapter, stale) = load
             .await
             .map_err(|e| ApiError::Internal(format!("adapter load task failed: {e}")))??;
+        if stale {
+            self.rewrite_runtime(id, &adapter);
+        }
         // The store is content-addressed: these files were written under the
         // id computed from this content at registration.
-        Ok(adapter.with_id(known_id))
+        Ok(adapter.with_id(id.to_owned()))
+    }
+
+    /// Writes an adapter's runtime file again in the background (it was
+    /// missing or unreadable); the load that found out does not wait.
+    fn rewrite_runtime(&self, id: &str, adapter: &LoraAdapter) {
+        let bytes = match adapter.to_runtime_bytes() {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "cannot encode the adapter runtime file");
+                return;
+            }
+        };
+        let (blobs, id) = (self.blobs.clone(), id.to_owned());
+        tokio::spawn(async move {
+            match blobs.put_runtime(&id, bytes).await {
+                Ok(()) => tracing::info!(id, "adapter runtime file written"),
+                Err(e) => tracing::warn!(id, error = %e, "cannot write the adapter runtime file"),
+            }
+        });
     }
 
     /// Loads `name` into the RAM cache (a prefetch) and optionally pins it.
@@ -387,4 +445,18 @@ fn read_peft_dir(dir: &Path) -> Result<(Bytes, Bytes)> {
         std::fs::read(&path).map(Bytes::from).map_err(invalid)
     };
     Ok((read(CONFIG_FILE)?, read(WEIGHTS_FILE)?))
+}
+
+/// The adapter `load` reads from a runtime file (named `what` in the log),
+/// or `None` when it cannot be used: the caller then loads the PEFT files,
+/// which are the source of truth.
+fn read_runtime(
+    what: &str,
+    load: impl FnOnce() -> credence_model::Result<LoraAdapter>,
+) -> Option<LoraAdapter> {
+    load()
+        .inspect_err(|e| {
+            tracing::warn!(file = what, error = %e, "adapter runtime file unusable; loading the PEFT files");
+        })
+        .ok()
 }

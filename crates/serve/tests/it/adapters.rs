@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use credence_model::config::LlamaConfig;
-use credence_model::lora::{LoraAdapter, random_adapter};
+use credence_model::lora::{LoadOptions, LoraAdapter, random_adapter, runtime_file_name};
 use credence_model::weights::LayerTensor;
 use credence_serve::{AppState, ServeConfig};
 use http_body_util::BodyExt;
@@ -485,5 +485,59 @@ async fn oversized_uploads_are_413() {
             .as_str()
             .is_some_and(|m| m.contains("65536")),
         "{body}"
+    );
+}
+
+/// Waits (up to five seconds) for the background rewrite of a runtime file.
+async fn wait_for_runtime(file: &std::path::Path, dir: &std::path::Path, base: &LlamaConfig) {
+    let options = LoadOptions {
+        dtype: test_config().adapter_dtype,
+        ..LoadOptions::default()
+    };
+    for _ in 0..100 {
+        if LoraAdapter::load_runtime(dir, file, base, &options).is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} was not rewritten", file.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_files_are_derived_and_rebuilt_when_missing_or_corrupt() {
+    let store = tempfile::tempdir().unwrap();
+    let state = new_state(keyed(ServeConfig {
+        adapter_dir: Some(store.path().to_owned()),
+        ..test_config()
+    }));
+    let base = state.model().config().clone();
+    let (status, created) = upload(&state, &adapter(&state, 8, 31), Some("derived")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let dir = store.path().join(&id);
+    let runtime = dir.join(runtime_file_name(&base, test_config().adapter_dtype));
+    assert!(runtime.exists(), "registration writes the runtime file");
+    let (_, first) = call(&state, "POST", "/v1/completions", complete("derived")).await;
+
+    // Corrupt, then missing: each load falls back to the PEFT files, answers
+    // the same, and the runtime file is written again.
+    for damage in ["corrupt", "missing"] {
+        match damage {
+            "corrupt" => std::fs::write(&runtime, b"not a safetensors file").unwrap(),
+            _ => std::fs::remove_file(&runtime).unwrap(),
+        }
+        let (status, _) = call(&state, "POST", "/v1/adapters/derived/unload", Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, again) = call(&state, "POST", "/v1/completions", complete("derived")).await;
+        assert_eq!(status, StatusCode::OK, "{damage}: {again}");
+        assert_eq!(text(&again), text(&first), "{damage}");
+        wait_for_runtime(&runtime, &dir, &base).await;
+    }
+
+    let (status, _) = call(&state, "DELETE", "/v1/adapters/derived", Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        !runtime.exists(),
+        "deleting an adapter deletes its runtime file"
     );
 }

@@ -55,7 +55,10 @@ fn a_paid_call_becomes_a_receipt_an_epoch_and_a_claim() {
     let report = f.settler.run(2).expect("settlement round");
     assert_eq!(report.posted, Some(1));
     let leaves = f.book.leaves(1).unwrap().len();
-    assert_eq!(report.warmed, leaves, "every account new to the root is warmed");
+    assert_eq!(
+        report.warmed, leaves,
+        "every account new to the root is warmed"
+    );
     assert!(report.gas.warm > 0);
     assert_eq!(report.redeemed, 10 * OPEN, "the latest voucher is redeemed");
     assert!(
