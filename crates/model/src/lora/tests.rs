@@ -233,16 +233,16 @@ fn value_and_size_errors() {
 
 #[test]
 fn the_first_non_finite_value_is_found_in_any_block() {
-    let n = 3 * tensors::FINITE_BLOCK + 7;
-    assert_eq!(tensors::first_non_finite(&vec![1.5; n]), None);
-    assert_eq!(tensors::first_non_finite(&[]), None);
+    let n = 3 * decode::FINITE_BLOCK + 7;
+    assert_eq!(decode::first_non_finite(&vec![1.5; n]), None);
+    assert_eq!(decode::first_non_finite(&[]), None);
     for at in [0, 1, 255, 256, 257, 700, n - 1] {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut v = vec![-2.0f32; n];
             v[at] = bad;
             // A later bad value must not hide the first one.
             v[n - 1] = f32::NAN;
-            assert_eq!(tensors::first_non_finite(&v), Some(at), "{bad} at {at}");
+            assert_eq!(decode::first_non_finite(&v), Some(at), "{bad} at {at}");
         }
     }
 }
@@ -424,7 +424,7 @@ fn interleaving_while_decoding_is_undone_by_export() {
         let values: Vec<f32> = (0..rows).map(|r| r as f32).collect();
         let mut moved = vec![0.0; rows];
         for (r, v) in values.iter().enumerate() {
-            moved[tensors::interleaved_row(r, rows, head_dim)] = *v;
+            moved[decode::interleaved_row(r, rows, head_dim)] = *v;
         }
         assert_eq!(
             tensors::deinterleave_rows(&moved, 1, head_dim),
