@@ -232,11 +232,12 @@ impl AdapterRegistry {
                         })
                     });
                     if let Some(adapter) = from_runtime {
-                        return Ok((adapter, false));
+                        return Ok((adapter, None));
                     }
                     let adapter =
                         LoraAdapter::load_with(&dir, &base, &options).map_err(unreadable)?;
-                    Ok((adapter, true))
+                    let runtime = encode_runtime(&adapter);
+                    Ok((adapter, runtime))
                 })
             }
             None => {
@@ -249,7 +250,7 @@ impl AdapterRegistry {
                         })
                     });
                     if let Some(adapter) = from_runtime {
-                        return Ok((adapter, false));
+                        return Ok((adapter, None));
                     }
                     let adapter = LoraAdapter::from_bytes_with(
                         &files.config,
@@ -258,15 +259,16 @@ impl AdapterRegistry {
                         &options,
                     )
                     .map_err(unreadable)?;
-                    Ok((adapter, true))
+                    let runtime = encode_runtime(&adapter);
+                    Ok((adapter, runtime))
                 })
             }
         };
-        let (adapter, stale) = load
+        let (adapter, runtime) = load
             .await
             .map_err(|e| ApiError::Internal(format!("adapter load task failed: {e}")))??;
-        if stale {
-            self.rewrite_runtime(id, &adapter);
+        if let Some(bytes) = runtime {
+            self.rewrite_runtime(id, bytes);
         }
         // The store is content-addressed: these files were written under the
         // id computed from this content at registration.
@@ -275,14 +277,7 @@ impl AdapterRegistry {
 
     /// Writes an adapter's runtime file again in the background (it was
     /// missing or unreadable); the load that found out does not wait.
-    fn rewrite_runtime(&self, id: &str, adapter: &LoraAdapter) {
-        let bytes = match adapter.to_runtime_bytes() {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => {
-                tracing::warn!(id, error = %e, "cannot encode the adapter runtime file");
-                return;
-            }
-        };
+    fn rewrite_runtime(&self, id: &str, bytes: Bytes) {
         let (blobs, id) = (self.blobs.clone(), id.to_owned());
         tokio::spawn(async move {
             match blobs.put_runtime(&id, bytes).await {
@@ -445,6 +440,17 @@ fn read_peft_dir(dir: &Path) -> Result<(Bytes, Bytes)> {
         std::fs::read(&path).map(Bytes::from).map_err(invalid)
     };
     Ok((read(CONFIG_FILE)?, read(WEIGHTS_FILE)?))
+}
+
+/// The runtime file of an adapter just loaded from its PEFT files, to write
+/// in place of a missing or unusable one (`None`, logged, if it cannot be
+/// encoded: loads then keep using the PEFT files).
+fn encode_runtime(adapter: &LoraAdapter) -> Option<Bytes> {
+    adapter
+        .to_runtime_bytes()
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot encode an adapter runtime file"))
+        .ok()
+        .map(Bytes::from)
 }
 
 /// The adapter `load` reads from a runtime file (named `what` in the log),
