@@ -39,6 +39,9 @@ pub(crate) struct Blobs {
     local: Option<PathBuf>,
     /// Name of the runtime file in each adapter's directory.
     runtime: String,
+    /// Every runtime file name an adapter's directory may hold (from nodes
+    /// run with other settings), all deleted with the adapter.
+    runtime_names: Vec<String>,
 }
 
 /// The two files of one adapter, as stored.
@@ -49,8 +52,10 @@ pub(crate) struct AdapterFiles {
 
 impl Blobs {
     /// Blobs under a local directory (created if missing), or in memory,
-    /// with runtime files named `runtime`.
-    pub(crate) fn open(dir: Option<&std::path::Path>, runtime: String) -> Result<Self> {
+    /// with runtime files named `runtime` (the first of `runtime_names`,
+    /// which lists every name to delete with an adapter).
+    pub(crate) fn open(dir: Option<&std::path::Path>, runtime_names: Vec<String>) -> Result<Self> {
+        let runtime = runtime_names.first().cloned().unwrap_or_default();
         let store: Arc<dyn ObjectStore> = match dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -67,6 +72,7 @@ impl Blobs {
             store,
             local: dir.map(std::path::Path::to_path_buf),
             runtime,
+            runtime_names,
         })
     }
 
@@ -138,7 +144,8 @@ impl Blobs {
 
     /// Deletes an adapter's files (missing files are not an error).
     pub(crate) async fn delete_adapter(&self, id: &str) -> Result<()> {
-        for name in [self.runtime.as_str(), CONFIG_FILE, WEIGHTS_FILE] {
+        let runtime = self.runtime_names.iter().map(String::as_str);
+        for name in runtime.chain([CONFIG_FILE, WEIGHTS_FILE]) {
             match self.store.delete(&file_path(id, name)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store_error("deleting an adapter", e)),

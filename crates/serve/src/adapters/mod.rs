@@ -92,7 +92,18 @@ impl AdapterRegistry {
         cache_bytes: usize,
         dtype: LoraDtype,
     ) -> Result<Self> {
-        let blobs = Blobs::open(dir.as_deref(), runtime_file_name(&base, dtype))?;
+        // This node's runtime file first, then the one a node with the other
+        // dtype would have written (deleted with the adapter too).
+        let runtime_names = [dtype, LoraDtype::F32, LoraDtype::F16]
+            .into_iter()
+            .map(|d| runtime_file_name(&base, d))
+            .fold(Vec::new(), |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            });
+        let blobs = Blobs::open(dir.as_deref(), runtime_names)?;
         let catalog = match blobs.get_catalog().await? {
             Some(json) => Catalog::parse(&json)?,
             None => Catalog::default(),

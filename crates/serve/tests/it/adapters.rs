@@ -2,7 +2,9 @@
 
 use axum::http::StatusCode;
 use credence_model::config::LlamaConfig;
-use credence_model::lora::{LoadOptions, LoraAdapter, random_adapter, runtime_file_name};
+use credence_model::lora::{
+    LoadOptions, LoraAdapter, LoraDtype, random_adapter, runtime_file_name,
+};
 use credence_model::weights::LayerTensor;
 use credence_serve::{AppState, ServeConfig};
 use http_body_util::BodyExt;
@@ -534,10 +536,15 @@ async fn runtime_files_are_derived_and_rebuilt_when_missing_or_corrupt() {
         wait_for_runtime(&runtime, &dir, &base).await;
     }
 
+    // A runtime file left by a node run with the other dtype goes too.
+    let other = dir.join(runtime_file_name(&base, LoraDtype::F32));
+    assert_ne!(other, runtime);
+    std::fs::write(&other, b"written by an f32 node").unwrap();
     let (status, _) = call(&state, "DELETE", "/v1/adapters/derived", Value::Null).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(
         !runtime.exists(),
         "deleting an adapter deletes its runtime file"
     );
+    assert!(!other.exists(), "and any other dtype's");
 }
