@@ -13,6 +13,11 @@
 //! converter does this for interleaved RoPE). Loading against such a base
 //! permutes the rows of those modules' `B` the same way, once; exporting
 //! and hashing undo it, so files and ids never depend on the base.
+//!
+//! Factors are held as f32 (exact) or f16 ([`LoraDtype`], half the memory
+//! and bandwidth), with `B` transposed for the expand kernel. A runtime
+//! file ([`LoraAdapter::to_runtime_bytes`]) stores them exactly as held, so
+//! a serving node's cold load is a copy rather than a decode.
 
 mod batch;
 mod config;
