@@ -15,10 +15,12 @@
 //!   support: for each request the adapter is merged into the weights
 //!   (dequantise, add, requantise), then the request runs alone.
 //!
-//! Cold loads are timed separately: rank-16 all-linear adapters are dropped
-//! from the RAM cache and loaded again from the store's files (whether those
-//! are still in the OS page cache depends on the store's size and the
-//! machine: with 1,000 adapters the store holds about 18 GB).
+//! Adapters are registered as scenarios need them, so an `N adapters`
+//! scenario runs with N adapters in the store. After each, cold loads are
+//! timed: rank-16 all-linear adapters are dropped from the RAM cache and
+//! loaded again from the store's files (whether those are still in the OS
+//! page cache depends on the store's size and the machine: with 1,000
+//! adapters the store holds about 18 GB).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -139,12 +141,22 @@ pub struct ServeBenchReport {
     pub lora_dtype: LoraDtype,
     /// Scenario results, in run order.
     pub scenarios: Vec<ScenarioResult>,
-    /// Cold-load latency of a rank-16 all-linear adapter, ms (p50, p99).
-    pub cold_load_ms: (f64, f64),
-    /// Cold loads timed.
-    pub cold_loads: usize,
-    /// Size of that adapter in RAM, MiB.
-    pub cold_adapter_mib: f64,
+    /// Cold loads of a rank-16 all-linear adapter, one entry per store size
+    /// they were timed with.
+    pub cold_loads: Vec<ColdLoads>,
+}
+
+/// Cold-load latency with a given number of adapters in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdLoads {
+    /// Adapters registered in the store when the loads were timed.
+    pub store_adapters: usize,
+    /// Loads timed.
+    pub loads: usize,
+    /// Latency, ms (p50, p99).
+    pub ms: (f64, f64),
+    /// Size of the adapter in RAM, MiB.
+    pub adapter_mib: f64,
 }
 
 impl ServeBenchReport {
@@ -176,14 +188,13 @@ impl ServeBenchReport {
                 s.errors
             ));
         }
-        out.push_str(&format!(
-            "\nAdapters held as {}. Cold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
-            self.lora_dtype,
-            self.cold_adapter_mib,
-            self.cold_loads,
-            self.cold_load_ms.0,
-            self.cold_load_ms.1
-        ));
+        out.push_str(&format!("\nAdapters held as {}.\n", self.lora_dtype));
+        for c in &self.cold_loads {
+            out.push_str(&format!(
+                "Cold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} adapters in the store, {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
+                c.adapter_mib, c.store_adapters, c.loads, c.ms.0, c.ms.1
+            ));
+        }
         out
     }
 }
@@ -256,14 +267,12 @@ pub fn run_serve_bench(
     let state = runtime
         .block_on(AppState::new(model, threads, serve_config))
         .map_err(|e| Error::io("cannot start the engine for", &config.model, e))?;
-    let total = config
-        .adapter_counts
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(9);
-    let ids = runtime.block_on(register_adapters(&state, total, config.seed, progress))?;
+    // Adapters are registered as the scenarios need them, so each scenario
+    // runs with as many adapters in the store as it serves (a node serving
+    // 64 adapters does not keep 1,000 on disk). The first few include the
+    // rank-16 all-linear adapter of the "1 adapter" scenario.
+    let mut ids = Vec::new();
+    runtime.block_on(register_adapters(&state, &mut ids, 9, config.seed, progress))?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| Error::io("cannot bind", std::path::Path::new("127.0.0.1:0"), e))?;
@@ -297,7 +306,9 @@ pub fn run_serve_bench(
         .map(|(_, id)| id.clone())
         .unwrap_or_default();
     scenarios.push(bench.scenario("1 adapter", 1, &Traffic::One(one))?);
+    let mut cold = Vec::new();
     for &n in &config.adapter_counts {
+        runtime.block_on(register_adapters(&state, &mut ids, n, config.seed, progress))?;
         let pool = &ids[..n.min(ids.len())];
         scenarios.push(bench.scenario(
             &format!("{n} adapters, uniform"),
@@ -310,9 +321,10 @@ pub fn run_serve_bench(
             n,
             &Traffic::Zipf(pool, zipf),
         )?);
+        if config.cold_loads > 0 {
+            cold.push(runtime.block_on(cold_loads(&state, &ids, config.cold_loads, progress))?);
+        }
     }
-    let (cold_load_ms, cold_adapter_mib) =
-        runtime.block_on(cold_loads(&state, &ids, config.cold_loads, progress))?;
     if config.merge_requests > 0 {
         let adapters: Vec<_> = runtime.block_on(async {
             let mut out = Vec::new();
@@ -357,9 +369,7 @@ pub fn run_serve_bench(
         cache_mib: config.cache_mib,
         lora_dtype: config.lora_dtype,
         scenarios,
-        cold_load_ms,
-        cold_loads: config.cold_loads,
-        cold_adapter_mib,
+        cold_loads: cold,
     })
 }
 
@@ -375,13 +385,13 @@ impl Drop for RemoveOnDrop {
 /// Registers `count` synthetic adapters; returns their ids in order.
 async fn register_adapters(
     state: &AppState,
+    ids: &mut Vec<String>,
     count: usize,
     seed: u64,
     progress: Progress<'_>,
-) -> Result<Vec<String>> {
+) -> Result<()> {
     let base = state.model().config().clone();
-    let mut ids = Vec::with_capacity(count);
-    for i in 0..count {
+    for i in ids.len()..count {
         let (rank, targets) = adapter_spec(i);
         let adapter = random_adapter(&base, rank, targets, seed.wrapping_add(i as u64));
         let (config, weights) = adapter.to_peft_bytes()?;
@@ -398,7 +408,7 @@ async fn register_adapters(
         ids.push(id);
         progress("registering adapters", i as u64 + 1, count as u64);
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// Which model each request names.
@@ -728,13 +738,14 @@ fn summarise(
     }
 }
 
-/// Times `count` loads of rank-16 all-linear adapters from the store into RAM.
+/// Times `count` loads of rank-16 all-linear adapters from the store (which
+/// holds `ids`) into RAM.
 async fn cold_loads(
     state: &AppState,
     ids: &[String],
     count: usize,
     progress: Progress<'_>,
-) -> Result<((f64, f64), f64)> {
+) -> Result<ColdLoads> {
     let candidates: Vec<&String> = ids
         .iter()
         .enumerate()
@@ -763,7 +774,12 @@ async fn cold_loads(
     }
     let p50 = percentile_ms(&mut times, 50.0);
     let p99 = percentile_ms(&mut times, 99.0);
-    Ok(((p50, p99), mib(size as u64)))
+    Ok(ColdLoads {
+        store_adapters: ids.len(),
+        loads: times.len(),
+        ms: (p50, p99),
+        adapter_mib: mib(size as u64),
+    })
 }
 
 /// The baseline: per request, merge its adapter into the weights and run it alone.
