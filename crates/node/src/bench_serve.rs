@@ -272,7 +272,13 @@ pub fn run_serve_bench(
     // 64 adapters does not keep 1,000 on disk). The first few include the
     // rank-16 all-linear adapter of the "1 adapter" scenario.
     let mut ids = Vec::new();
-    runtime.block_on(register_adapters(&state, &mut ids, 9, config.seed, progress))?;
+    runtime.block_on(register_adapters(
+        &state,
+        &mut ids,
+        9,
+        config.seed,
+        progress,
+    ))?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| Error::io("cannot bind", std::path::Path::new("127.0.0.1:0"), e))?;
@@ -308,7 +314,13 @@ pub fn run_serve_bench(
     scenarios.push(bench.scenario("1 adapter", 1, &Traffic::One(one))?);
     let mut cold = Vec::new();
     for &n in &config.adapter_counts {
-        runtime.block_on(register_adapters(&state, &mut ids, n, config.seed, progress))?;
+        runtime.block_on(register_adapters(
+            &state,
+            &mut ids,
+            n,
+            config.seed,
+            progress,
+        ))?;
         let pool = &ids[..n.min(ids.len())];
         scenarios.push(bench.scenario(
             &format!("{n} adapters, uniform"),
