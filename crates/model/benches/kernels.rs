@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use credence_model::config::{Arch, LlamaConfig, RopeStyle};
 use credence_model::llama::WeightedAdapter;
-use credence_model::lora::{LoraBatch, LoraDtype, random_adapter};
+use credence_model::lora::{LoraBatch, LoraDtype, PROJECTIONS, random_adapter};
 use credence_model::quant::{GgmlType, QMatrix, kernel_name};
 use credence_model::threadpool::ThreadPool;
 use credence_model::weights::LayerTensor;
@@ -212,15 +212,7 @@ fn lora_delta(c: &mut Criterion) {
     const SEQS: usize = 16;
     const LAYERS_HERE: usize = 4;
     let config = smollm_135m(LAYERS_HERE);
-    let all = [
-        LayerTensor::Q,
-        LayerTensor::K,
-        LayerTensor::V,
-        LayerTensor::O,
-        LayerTensor::Gate,
-        LayerTensor::Up,
-        LayerTensor::Down,
-    ];
+    let all = PROJECTIONS;
     let adapters: Vec<_> = (0..SEQS)
         .map(|i| random_adapter(&config, 16, &all, i as u64))
         .collect();

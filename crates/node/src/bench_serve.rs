@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use credence_model::kv::KvCache;
 use credence_model::llama::{BatchSeq, Model, Transformer, WeightedAdapter};
-use credence_model::lora::{LoraDtype, random_adapter};
+use credence_model::lora::{LoraDtype, PROJECTIONS, random_adapter};
 use credence_model::merge::merge_adapters;
 use credence_model::sampling::argmax;
 use credence_model::threadpool::ThreadPool;
@@ -208,15 +208,7 @@ const TARGET_SETS: [&[LayerTensor]; 3] = [
         LayerTensor::V,
         LayerTensor::O,
     ],
-    &[
-        LayerTensor::Q,
-        LayerTensor::K,
-        LayerTensor::V,
-        LayerTensor::O,
-        LayerTensor::Gate,
-        LayerTensor::Up,
-        LayerTensor::Down,
-    ],
+    &PROJECTIONS,
 ];
 
 /// Ranks of the synthetic adapters, cycled.

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use credence_model::config::{Arch, LlamaConfig, RopeStyle};
-use credence_model::lora::{LoadOptions, LoraAdapter, LoraDtype, WEIGHTS_FILE, random_adapter};
+use credence_model::lora::{
+    LoadOptions, LoraAdapter, LoraDtype, PROJECTIONS, WEIGHTS_FILE, random_adapter,
+};
 use credence_model::weights::LayerTensor;
 use credence_serve::adapters::AdapterRegistry;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -55,15 +57,7 @@ fn smollm2() -> LlamaConfig {
 /// The registries hold adapters as a node does by default.
 const DTYPE: LoraDtype = LoraDtype::F16;
 
-const ALL: [LayerTensor; 7] = [
-    LayerTensor::Q,
-    LayerTensor::K,
-    LayerTensor::V,
-    LayerTensor::O,
-    LayerTensor::Gate,
-    LayerTensor::Up,
-    LayerTensor::Down,
-];
+const ALL: [LayerTensor; 7] = PROJECTIONS;
 
 /// A registry in a fresh local directory holding `count` such adapters, with
 /// room in RAM for `resident` of them; returns their ids.

@@ -452,15 +452,7 @@ mod tests {
     use crate::lora::random_adapter;
     use crate::testing::{TestRng, tiny_config};
 
-    const ALL: [LayerTensor; 7] = [
-        LayerTensor::Q,
-        LayerTensor::K,
-        LayerTensor::V,
-        LayerTensor::O,
-        LayerTensor::Gate,
-        LayerTensor::Up,
-        LayerTensor::Down,
-    ];
+    const ALL: [LayerTensor; 7] = crate::lora::PROJECTIONS;
 
     fn wa(a: &Arc<LoraAdapter>, weight: f32) -> WeightedAdapter {
         WeightedAdapter {

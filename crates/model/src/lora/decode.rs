@@ -143,105 +143,80 @@ fn decode_as<T: Held>(
     cols: usize,
     layout: Layout,
 ) -> Result<Option<Vec<T>>> {
-    let bytes = view.data();
     let n = rows * cols;
     if n == 0 {
         // Shape checks against the base reject it; nothing to decode.
         return Ok(Some(Vec::new()));
     }
-    // A transposed tensor is scattered into place, so it needs all of its
-    // buffer up front; otherwise blocks are appended (no zero-fill pass).
-    let mut out = Vec::with_capacity(n);
-    if layout.transpose {
-        out.resize(n, T::default());
-    }
-    // Whole rows per block, so a transposed block scatters whole rows.
-    let block_rows = (DECODE_BLOCK / cols.max(1)).max(1);
     // Scratch sized to this tensor: zeroing full blocks for every small
     // tensor was measurable.
     let block = DECODE_BLOCK.min(n);
     let mut wide = vec![0f32; block];
     let mut narrow = vec![T::default(); block];
-    let mut dsts = vec![0usize; if layout.transpose { block_rows } else { 0 }];
-    let mut row = 0;
-    while row < rows {
-        let take = block_rows.min(rows - row);
-        let (start, len) = (row * cols, take * cols);
-        if len > DECODE_BLOCK {
-            // A single row wider than a block: decode it in pieces, untransposed
-            // rows only (a transposed B has `cols` = rank <= MAX_RANK).
-            return decode_wide_rows(name, view, size, rows, cols, layout);
-        }
-        let wide = &mut wide[..len];
-        widen(
-            view.dtype(),
-            &bytes[start * size..(start + len) * size],
-            wide,
-        );
-        if let Some(i) = first_non_finite(wide) {
-            return Err(non_finite(name, start + i, wide[i]));
-        }
-        let narrow = &mut narrow[..len];
-        if !T::store(wide, narrow) {
-            return Ok(None);
-        }
-        if layout.transpose {
-            let dsts = &mut dsts[..take];
-            for (d, r) in dsts.iter_mut().zip(row..) {
-                *d = layout
-                    .interleave
-                    .map_or(r, |hd| interleaved_row(r, rows, hd));
+    if !layout.transpose {
+        // Blocks are appended in file order (no zero-fill pass over `out`).
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(block) {
+            let len = block.min(n - start);
+            let narrow = &mut narrow[..len];
+            if !widen_checked(name, view, size, start, &mut wide[..len], narrow)? {
+                return Ok(None);
             }
-            // Output row by output row, so writes run along each row of the
-            // transpose; the strided reads stay in L1.
-            for (k, dst_row) in out.chunks_exact_mut(rows).enumerate() {
-                for (&d, values) in dsts.iter().zip(narrow.chunks_exact(cols)) {
-                    dst_row[d] = values[k];
-                }
-            }
-        } else {
             out.extend_from_slice(narrow);
         }
-        row += take;
+        return Ok(Some(out));
     }
-    Ok(Some(out))
-}
-
-/// [`decode_as`] for untransposed tensors whose rows exceed a block (an
-/// `A` with a very wide input), decoded block by block.
-fn decode_wide_rows<T: Held>(
-    name: &str,
-    view: &TensorView<'_>,
-    size: usize,
-    rows: usize,
-    cols: usize,
-    layout: Layout,
-) -> Result<Option<Vec<T>>> {
-    let n = rows * cols;
-    if layout.transpose {
+    // Transposed: whole rows per block, scattered into a buffer allocated
+    // up front. A `B` has `cols` = its rank, so a row always fits a block.
+    if cols > DECODE_BLOCK {
         return Err(bad(format!(
             "tensor `{name}` has {cols} columns, more than any supported rank"
         )));
     }
-    let bytes = view.data();
     let mut out = vec![T::default(); n];
-    let mut wide = [0f32; DECODE_BLOCK];
-    for (b, dst) in out.chunks_mut(DECODE_BLOCK).enumerate() {
-        let start = b * DECODE_BLOCK;
-        let wide = &mut wide[..dst.len()];
-        widen(
-            view.dtype(),
-            &bytes[start * size..(start + dst.len()) * size],
-            wide,
-        );
-        if let Some(i) = first_non_finite(wide) {
-            return Err(non_finite(name, start + i, wide[i]));
-        }
-        if !T::store(wide, dst) {
+    let block_rows = DECODE_BLOCK / cols;
+    let mut dsts = vec![0usize; block_rows];
+    for row in (0..rows).step_by(block_rows) {
+        let take = block_rows.min(rows - row);
+        let len = take * cols;
+        let narrow = &mut narrow[..len];
+        if !widen_checked(name, view, size, row * cols, &mut wide[..len], narrow)? {
             return Ok(None);
+        }
+        let dsts = &mut dsts[..take];
+        for (d, r) in dsts.iter_mut().zip(row..) {
+            *d = layout
+                .interleave
+                .map_or(r, |hd| interleaved_row(r, rows, hd));
+        }
+        // Output row by output row, so writes run along each row of the
+        // transpose; the strided reads stay in L1.
+        for (k, dst_row) in out.chunks_exact_mut(rows).enumerate() {
+            for (&d, values) in dsts.iter().zip(narrow.chunks_exact(cols)) {
+                dst_row[d] = values[k];
+            }
         }
     }
     Ok(Some(out))
+}
+
+/// Widens values `start..start + wide.len()` of the tensor into `wide`,
+/// refuses non-finite ones, and stores them into `narrow` as `T`; false
+/// when a value does not fit `T`.
+fn widen_checked<T: Held>(
+    name: &str,
+    view: &TensorView<'_>,
+    size: usize,
+    start: usize,
+    wide: &mut [f32],
+    narrow: &mut [T],
+) -> Result<bool> {
+    let bytes = &view.data()[start * size..(start + wide.len()) * size];
+    widen(view.dtype(), bytes, wide);
+    if let Some(i) = first_non_finite(wide) {
+        return Err(non_finite(name, start + i, wide[i]));
+    }
+    Ok(T::store(wide, narrow))
 }
 
 fn non_finite(name: &str, index: usize, value: f32) -> Error {

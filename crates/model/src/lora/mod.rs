@@ -49,6 +49,18 @@ use crate::testing::TestRng;
 use crate::weights::{LayerTensor, Naming};
 use tensors::{RawPair, RawTensor};
 
+/// Every projection an adapter may target, in block order (what PEFT calls
+/// "all-linear").
+pub const PROJECTIONS: [LayerTensor; 7] = [
+    MODULES[0].0,
+    MODULES[1].0,
+    MODULES[2].0,
+    MODULES[3].0,
+    MODULES[4].0,
+    MODULES[5].0,
+    MODULES[6].0,
+];
+
 /// Default cap on an adapter's total size on disk (2 GiB).
 pub const MAX_ADAPTER_BYTES: u64 = 2 << 30;
 

@@ -5,21 +5,13 @@
 use std::sync::Arc;
 
 use credence_model::llama::{BatchSeq, Transformer, WeightedAdapter};
-use credence_model::lora::{LoraAdapter, LoraDtype, random_adapter};
+use credence_model::lora::{LoraAdapter, LoraDtype, PROJECTIONS, random_adapter};
 use credence_model::quant::{GgmlType, QMatrix};
 use credence_model::testing::{tiny_config, tiny_transformer};
 use credence_model::threadpool::ThreadPool;
 use credence_model::weights::{LayerTensor, LayerWeights};
 
-const ALL: [LayerTensor; 7] = [
-    LayerTensor::Q,
-    LayerTensor::K,
-    LayerTensor::V,
-    LayerTensor::O,
-    LayerTensor::Gate,
-    LayerTensor::Up,
-    LayerTensor::Down,
-];
+const ALL: [LayerTensor; 7] = PROJECTIONS;
 
 fn slot(w: &mut LayerWeights, t: LayerTensor) -> &mut QMatrix {
     match t {

@@ -93,15 +93,9 @@ impl Blobs {
 
     /// Reads an adapter's runtime file; `None` if there is none.
     pub(crate) async fn get_runtime(&self, id: &str) -> Result<Option<Bytes>> {
-        match self.store.get(&file_path(id, &self.runtime)).await {
-            Ok(result) => result
-                .bytes()
-                .await
-                .map(Some)
-                .map_err(|e| store_error("reading an adapter runtime file", e)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_error("reading an adapter runtime file", e)),
-        }
+        let path = file_path(id, &self.runtime);
+        self.get_optional(&path, "reading an adapter runtime file")
+            .await
     }
 
     /// The directory holding an adapter's files, when the store is a local
@@ -156,14 +150,21 @@ impl Blobs {
 
     /// The stored catalogue, if one was ever written.
     pub(crate) async fn get_catalog(&self) -> Result<Option<Bytes>> {
-        match self.store.get(&StorePath::from(CATALOG)).await {
+        self.get_optional(&StorePath::from(CATALOG), "reading the adapter catalogue")
+            .await
+    }
+
+    /// The object at `path`, or `None` if there is none; `what` names the
+    /// read in errors.
+    async fn get_optional(&self, path: &StorePath, what: &str) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
             Ok(result) => result
                 .bytes()
                 .await
                 .map(Some)
-                .map_err(|e| store_error("reading the adapter catalogue", e)),
+                .map_err(|e| store_error(what, e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_error("reading the adapter catalogue", e)),
+            Err(e) => Err(store_error(what, e)),
         }
     }
 
