@@ -145,6 +145,11 @@ impl Blobs {
                 Err(e) => return Err(store_error("deleting an adapter", e)),
             }
         }
+        // A local store leaves the adapter's directory behind; remove it
+        // if it is now empty (anything else in it is not ours to delete).
+        if let Some(dir) = self.local_adapter_dir(id) {
+            let _ = std::fs::remove_dir(dir);
+        }
         Ok(())
     }
 

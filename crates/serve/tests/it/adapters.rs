@@ -547,4 +547,5 @@ async fn runtime_files_are_derived_and_rebuilt_when_missing_or_corrupt() {
         "deleting an adapter deletes its runtime file"
     );
     assert!(!other.exists(), "and any other dtype's");
+    assert!(!dir.exists(), "and the directory they were in");
 }
