@@ -51,6 +51,10 @@ pub(crate) struct ServeBenchArgs {
     /// Requests in the merge-per-request baseline (0 to skip).
     #[arg(long, default_value_t = 4)]
     merge_requests: usize,
+    /// Paired rounds: each runs the base model, then each scenario of a
+    /// group, and every ratio is taken against the base run of its round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Seed of the synthetic adapters and traffic.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -77,6 +81,7 @@ pub(crate) fn run(args: &ServeBenchArgs) -> Result<()> {
         zipf_s: args.zipf_s,
         cold_loads: args.cold_loads,
         merge_requests: args.merge_requests,
+        rounds: args.rounds,
         work_dir: home.join("bench"),
         seed: args.seed,
     };

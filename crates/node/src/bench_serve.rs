@@ -3,8 +3,12 @@
 //! One in-process node (real engine, real adapter store on disk, real HTTP
 //! socket) serves `clients` concurrent streaming clients, each a thread with
 //! its own HTTP connection, until `requests` completions of `gen_tokens`
-//! tokens each (`ignore_eos`) have finished. Scenarios run one after the
-//! other in the same process, so their ratios are comparable:
+//! tokens each (`ignore_eos`) have finished. Scenarios run in the same
+//! process, in paired rounds: each round runs the base model, then the
+//! scenarios of its group, one after the other, and each scenario's ratio is
+//! taken against the base run of its own round. A shared VM's speed drifts
+//! by ±10–20% over minutes; pairing keeps that drift out of the ratios, and
+//! the spread of the per-round ratios shows what is left of it:
 //!
 //! * `base`: the base model only;
 //! * `1 adapter`: every request names the same rank-16 all-linear adapter;
@@ -68,6 +72,8 @@ pub struct ServeBenchConfig {
     pub cold_loads: usize,
     /// Requests in the merge-per-request baseline (0 to skip).
     pub merge_requests: usize,
+    /// Paired rounds per group of scenarios (each with its own base run).
+    pub rounds: usize,
     /// Where the adapter store lives (a fresh subdirectory is made).
     pub work_dir: PathBuf,
     /// Seed of the synthetic adapters and traffic.
@@ -83,6 +89,7 @@ impl ServeBenchConfig {
             ("prompt_tokens", self.prompt_tokens),
             ("gen_tokens", self.gen_tokens),
             ("cache_mib", self.cache_mib),
+            ("rounds", self.rounds),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::config(field, "must be at least 1"));
@@ -110,8 +117,13 @@ pub struct ScenarioResult {
     pub errors: usize,
     /// Generated tokens over wall time.
     pub tokens_per_s: f64,
-    /// Throughput relative to `base`.
+    /// Throughput relative to the base run of the same round: the median
+    /// over rounds.
     pub ratio_to_base: f64,
+    /// The lowest and highest per-round ratio.
+    pub ratio_range: (f64, f64),
+    /// Tokens/s of each round, in run order.
+    pub round_tokens_per_s: Vec<f64>,
     /// Time to first token, ms (p50, p99).
     pub ttft_ms: (f64, f64),
     /// Inter-token latency, ms (p50, p99).
@@ -122,6 +134,8 @@ pub struct ScenarioResult {
     pub peak_cache_mib: f64,
     /// Adapter loads from the store during the scenario.
     pub loads: u64,
+    /// Sequences per engine forward step, on average.
+    pub mean_batch: f64,
 }
 
 /// The whole report.
@@ -168,20 +182,23 @@ impl ServeBenchReport {
     /// The report as a markdown table.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| scenario | adapters | tok/s | × base | TTFT p50 / p99 ms | ITL p50 / p99 ms | peak RSS MiB | adapter cache MiB | loads | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n",
+            "| scenario | adapters | tok/s | × base | × base, rounds min–max | TTFT p50 / p99 ms | ITL p50 / p99 ms | mean batch | peak RSS MiB | adapter cache MiB | loads | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for s in &self.scenarios {
             out.push_str(&format!(
-                "| {} | {} | {:.1} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.0} | {:.0} | {} | {} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.2}–{:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {} | {} |\n",
                 s.name,
                 s.adapters,
                 s.tokens_per_s,
                 s.ratio_to_base,
+                s.ratio_range.0,
+                s.ratio_range.1,
                 s.ttft_ms.0,
                 s.ttft_ms.1,
                 s.itl_ms.0,
                 s.itl_ms.1,
+                s.mean_batch,
                 s.peak_rss_mib,
                 s.peak_cache_mib,
                 s.loads,
@@ -293,17 +310,14 @@ pub fn run_serve_bench(
         progress,
     };
     bench.warm_up()?;
-    let mut scenarios = Vec::new();
-    let base = bench.scenario("base", 0, &Traffic::Base)?;
-    let base_tps = base.tokens_per_s;
-    scenarios.push(base);
     let one = ids
         .iter()
         .enumerate()
         .find(|(i, _)| is_rank16_all_linear(*i))
         .map(|(_, id)| id.clone())
         .unwrap_or_default();
-    scenarios.push(bench.scenario("1 adapter", 1, &Traffic::One(one))?);
+    let (mut scenarios, base_tps) =
+        bench.paired("base", &[("1 adapter".to_owned(), 1, Traffic::One(one))])?;
     let mut cold = Vec::new();
     for &n in &config.adapter_counts {
         runtime.block_on(register_adapters(
@@ -314,17 +328,19 @@ pub fn run_serve_bench(
             progress,
         ))?;
         let pool = &ids[..n.min(ids.len())];
-        scenarios.push(bench.scenario(
-            &format!("{n} adapters, uniform"),
-            n,
-            &Traffic::Uniform(pool),
-        )?);
-        let zipf = Zipf::new(pool.len(), config.zipf_s);
-        scenarios.push(bench.scenario(
-            &format!("{n} adapters, zipf s={}", config.zipf_s),
-            n,
-            &Traffic::Zipf(pool, zipf),
-        )?);
+        let group = [
+            (format!("{n} adapters, uniform"), n, Traffic::Uniform(pool)),
+            (
+                format!("{n} adapters, zipf s={}", config.zipf_s),
+                n,
+                Traffic::Zipf(pool, Zipf::new(pool.len(), config.zipf_s)),
+            ),
+        ];
+        scenarios.extend(
+            bench
+                .paired(&format!("base, paired with {n} adapters"), &group)?
+                .0,
+        );
         if config.cold_loads > 0 {
             cold.push(runtime.block_on(cold_loads(&state, &ids, config.cold_loads, progress))?);
         }
@@ -358,10 +374,13 @@ pub fn run_serve_bench(
             threads,
             progress,
         )?;
-        scenarios.push(merged);
-    }
-    for s in &mut scenarios {
-        s.ratio_to_base = s.tokens_per_s / base_tps.max(1e-9);
+        // Not interleaved with base runs: compared with the first group's.
+        scenarios.push(summarise(
+            "merge per request (baseline)",
+            adapters.len(),
+            &[merged],
+            &[base_tps],
+        ));
     }
     drop(bench);
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -516,23 +535,41 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Runs `requests` completions over `clients` threads and summarises them.
-    fn scenario(
+    /// Runs `rounds` paired rounds: the base model, then each scenario of
+    /// `group` in turn. Returns the base row (labelled `base_label`) and the
+    /// group's rows, each ratio taken against the base run of its round,
+    /// and the base's aggregate tokens/s.
+    fn paired(
         &self,
-        name: &str,
-        adapters: usize,
-        traffic: &Traffic<'_>,
-    ) -> Result<ScenarioResult> {
+        base_label: &str,
+        group: &[(String, usize, Traffic<'_>)],
+    ) -> Result<(Vec<ScenarioResult>, f64)> {
+        let rounds = self.config.rounds;
+        let mut base = Vec::with_capacity(rounds);
+        let mut runs: Vec<Vec<Round>> = group.iter().map(|_| Vec::new()).collect();
+        for r in 1..=rounds {
+            let label = |name: &str| format!("{name} (round {r}/{rounds})");
+            base.push(self.round(&label(base_label), &Traffic::Base)?);
+            for ((name, _, traffic), runs) in group.iter().zip(&mut runs) {
+                runs.push(self.round(&label(name), traffic)?);
+            }
+        }
+        let base_rates: Vec<f64> = base.iter().map(Round::tokens_per_s).collect();
+        let mut rows = vec![summarise(base_label, 0, &base, &base_rates)];
+        for ((name, adapters, _), runs) in group.iter().zip(&runs) {
+            rows.push(summarise(name, *adapters, runs, &base_rates));
+        }
+        let base_tps = rows[0].tokens_per_s;
+        Ok((rows, base_tps))
+    }
+
+    /// Runs `requests` completions over `clients` threads.
+    fn round(&self, name: &str, traffic: &Traffic<'_>) -> Result<Round> {
         let config = self.config;
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         let traces = Mutex::new(Vec::with_capacity(config.requests));
-        let loads_before = self
-            .state
-            .adapters()
-            .cache_stats()
-            .loads
-            .load(Ordering::Relaxed);
+        let before = Observed::now(self.state);
         let sampler = Sampler::start(self.state.clone());
         let started = Instant::now();
         std::thread::scope(|scope| {
@@ -562,16 +599,64 @@ impl Runner<'_> {
         let wall = started.elapsed();
         let (peak_rss, peak_cache) = sampler.stop();
         let traces = traces.into_inner().unwrap_or_else(|e| e.into_inner());
-        let loads = self
-            .state
-            .adapters()
-            .cache_stats()
-            .loads
-            .load(Ordering::Relaxed)
-            - loads_before;
-        Ok(summarise(
-            name, adapters, &traces, wall, peak_rss, peak_cache, loads,
-        ))
+        let counted = Observed::now(self.state).since(&before);
+        Ok(Round {
+            traces,
+            wall,
+            peak_rss,
+            peak_cache,
+            counted,
+        })
+    }
+}
+
+/// Node counters a scenario reads before and after it runs.
+struct Observed {
+    loads: u64,
+    steps: u64,
+    step_sequences: u64,
+}
+
+impl Observed {
+    fn now(state: &AppState) -> Self {
+        let engine = state.engine().scheduler_stats();
+        Self {
+            loads: state.adapters().cache_stats().loads.load(Ordering::Relaxed),
+            steps: engine.steps,
+            step_sequences: engine.step_sequences,
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            loads: self.loads - before.loads,
+            steps: self.steps - before.steps,
+            step_sequences: self.step_sequences - before.step_sequences,
+        }
+    }
+}
+
+/// What one run of a scenario's requests measured.
+struct Round {
+    traces: Vec<RequestTrace>,
+    wall: Duration,
+    peak_rss: u64,
+    peak_cache: u64,
+    /// Counter increments during the run.
+    counted: Observed,
+}
+
+impl Round {
+    fn tokens(&self) -> usize {
+        self.traces
+            .iter()
+            .filter(|t| !t.failed)
+            .map(|t| t.tokens)
+            .sum()
+    }
+
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens() as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 }
 
@@ -708,17 +793,29 @@ fn percentile_ms(values: &mut [Duration], p: f64) -> f64 {
     values[rank.clamp(1, values.len()) - 1].as_secs_f64() * 1e3
 }
 
-fn summarise(
-    name: &str,
-    adapters: usize,
-    traces: &[RequestTrace],
-    wall: Duration,
-    peak_rss: u64,
-    peak_cache: u64,
-    loads: u64,
-) -> ScenarioResult {
-    let ok: Vec<&RequestTrace> = traces.iter().filter(|t| !t.failed).collect();
-    let tokens: usize = ok.iter().map(|t| t.tokens).sum();
+/// One row from a scenario's rounds; round `i`'s ratio is taken against
+/// `base_rates[i]` (the last one for rounds beyond it).
+fn summarise(name: &str, adapters: usize, rounds: &[Round], base_rates: &[f64]) -> ScenarioResult {
+    let traces: Vec<&RequestTrace> = rounds.iter().flat_map(|r| &r.traces).collect();
+    let ok: Vec<&RequestTrace> = traces.iter().copied().filter(|t| !t.failed).collect();
+    let tokens: usize = rounds.iter().map(Round::tokens).sum();
+    let wall: Duration = rounds.iter().map(|r| r.wall).sum();
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let base = base_rates
+                .get(i)
+                .or(base_rates.last())
+                .copied()
+                .unwrap_or(0.0);
+            r.tokens_per_s() / base.max(1e-9)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (steps, step_sequences) = rounds.iter().fold((0, 0), |(s, q), r| {
+        (s + r.counted.steps, q + r.counted.step_sequences)
+    });
     let mut ttft: Vec<Duration> = ok.iter().filter_map(|t| t.ttft).collect();
     let mut gaps: Vec<Duration> = ok.iter().flat_map(|t| t.gaps.iter().copied()).collect();
     ScenarioResult {
@@ -727,7 +824,12 @@ fn summarise(
         requests: ok.len(),
         errors: traces.len() - ok.len(),
         tokens_per_s: tokens as f64 / wall.as_secs_f64().max(1e-9),
-        ratio_to_base: 0.0,
+        ratio_to_base: median(&ratios),
+        ratio_range: (
+            ratios.first().copied().unwrap_or(0.0),
+            ratios.last().copied().unwrap_or(0.0),
+        ),
+        round_tokens_per_s: rounds.iter().map(Round::tokens_per_s).collect(),
         ttft_ms: (
             percentile_ms(&mut ttft, 50.0),
             percentile_ms(&mut ttft, 99.0),
@@ -736,9 +838,19 @@ fn summarise(
             percentile_ms(&mut gaps, 50.0),
             percentile_ms(&mut gaps, 99.0),
         ),
-        peak_rss_mib: mib(peak_rss),
-        peak_cache_mib: mib(peak_cache),
-        loads,
+        peak_rss_mib: mib(rounds.iter().map(|r| r.peak_rss).max().unwrap_or(0)),
+        peak_cache_mib: mib(rounds.iter().map(|r| r.peak_cache).max().unwrap_or(0)),
+        loads: rounds.iter().map(|r| r.counted.loads).sum(),
+        mean_batch: step_sequences as f64 / steps.max(1) as f64,
+    }
+}
+
+/// The middle of sorted `values` (the mean of the two middle ones when even).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 
@@ -795,7 +907,7 @@ fn merge_baseline(
     prompt_source: &[u32],
     threads: usize,
     progress: Progress<'_>,
-) -> Result<ScenarioResult> {
+) -> Result<Round> {
     let pool = ThreadPool::new(threads);
     let mut traces = Vec::new();
     let started = Instant::now();
@@ -838,15 +950,19 @@ fn merge_baseline(
     }
     let wall = started.elapsed();
     let rss = sampler_rss.load(Ordering::Relaxed) as u64;
-    Ok(summarise(
-        "merge per request (baseline)",
-        adapters.len(),
-        &traces,
+    // Each request runs alone: one sequence per step.
+    let steps = (adapters.len() * config.gen_tokens) as u64;
+    Ok(Round {
+        traces,
         wall,
-        rss,
-        0,
-        0,
-    ))
+        peak_rss: rss,
+        peak_cache: 0,
+        counted: Observed {
+            loads: 0,
+            steps,
+            step_sequences: steps,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -124,6 +124,12 @@ pub struct SchedulerStats {
     pub prefix_cached_bytes: u64,
     /// Sequences preempted for lack of KV memory (and later recomputed).
     pub preemptions: u64,
+    /// Forward steps run.
+    pub steps: u64,
+    /// Sequences summed over steps (÷ `steps`: the mean batch).
+    pub step_sequences: u64,
+    /// Input tokens summed over steps (prompt chunks and decoded tokens).
+    pub step_tokens: u64,
 }
 
 /// Appends the scheduler's counters to a Prometheus exposition.
@@ -147,6 +153,24 @@ pub(crate) fn render_scheduler_metrics(out: &mut String, stats: &SchedulerStats)
             "counter",
             stats.preemptions,
         ),
+        (
+            "credence_engine_steps_total",
+            "Forward steps run by the engine.",
+            "counter",
+            stats.steps,
+        ),
+        (
+            "credence_engine_step_sequences_total",
+            "Sequences summed over forward steps (divided by the steps: the mean batch).",
+            "counter",
+            stats.step_sequences,
+        ),
+        (
+            "credence_engine_step_tokens_total",
+            "Input tokens (prompt and decoded) summed over forward steps.",
+            "counter",
+            stats.step_tokens,
+        ),
     ];
     for (name, help, kind, value) in rows {
         crate::metrics::gauge(out, name, help, kind, value);
@@ -161,6 +185,9 @@ struct Counters {
     prefix_hit_tokens: AtomicU64,
     prefix_cached_bytes: AtomicU64,
     preemptions: AtomicU64,
+    steps: AtomicU64,
+    step_sequences: AtomicU64,
+    step_tokens: AtomicU64,
 }
 
 impl Counters {
@@ -172,6 +199,9 @@ impl Counters {
             prefix_hit_tokens: get(&self.prefix_hit_tokens),
             prefix_cached_bytes: get(&self.prefix_cached_bytes),
             preemptions: get(&self.preemptions),
+            steps: get(&self.steps),
+            step_sequences: get(&self.step_sequences),
+            step_tokens: get(&self.step_tokens),
         }
     }
 
@@ -496,6 +526,14 @@ impl Worker {
             .iter()
             .map(|a| a.generation.pending_tokens() > 1)
             .collect();
+        let tokens: usize = s
+            .running
+            .iter()
+            .map(|a| a.generation.pending_tokens())
+            .sum();
+        Counters::bump(&self.counters.steps, 1);
+        Counters::bump(&self.counters.step_sequences, s.running.len() as u64);
+        Counters::bump(&self.counters.step_tokens, tokens as u64);
         match catch_unwind(AssertUnwindSafe(|| self.forward_and_sample(&mut s.running))) {
             Ok(Ok(())) => {
                 // A prompt (or a recomputed history) just filled its blocks:

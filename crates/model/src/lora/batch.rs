@@ -197,7 +197,8 @@ impl<'a> LoraBatch<'a> {
                         shrunk.extend((0..p.rank).map(|k| p.a.dot(k * in_dim, xr) * factor));
                         let o =
                             &mut out[t * out_width + column..t * out_width + column + p.out_dim];
-                        p.bt.rank_update(&shrunk, 0, p.out_dim, o);
+                        p.b_panels
+                            .panel_update(&shrunk, p.panels(), 0..p.out_dim, o);
                     }
                 }
             }
@@ -240,7 +241,10 @@ fn check_shapes(
     let mut spans = vec![0..0; parts.len()];
     for j in jobs {
         let p = j.pair;
-        if p.in_dim != in_dim || p.a.len() != p.rank * in_dim || p.bt.len() != p.out_dim * p.rank {
+        if p.in_dim != in_dim
+            || p.a.len() != p.rank * in_dim
+            || p.b_panels.len() != p.out_dim * p.rank
+        {
             return Err(Error::Shape(format!(
                 "LoRA factors {}→{} (rank {}) do not fit an input of width {in_dim}",
                 p.in_dim, p.out_dim, p.rank
@@ -405,7 +409,9 @@ impl Projection<'_> {
             // SAFETY: exclusive by the caller's contract; in bounds because
             // parts were checked against `out_width`.
             let o = unsafe { out.slice(at + cols.start..at + cols.end) };
-            job.pair.bt.rank_update(sr, cols.start, out_dim, o);
+            job.pair
+                .b_panels
+                .panel_update(sr, job.pair.panels(), cols.clone(), o);
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Decoding one tensor's bytes into held factors in a single pass: widen
 //! the file's dtype, check for non-finite values, narrow to the held dtype
-//! and put each value in place (transposed and Q/K-permuted for `B`), block
-//! by block while the block sits in L1.
+//! and put each value in place (transposed into panels and Q/K-permuted for
+//! `B`), block by block while the block sits in L1.
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::{Factor, LoraDtype};
+use super::{Factor, LoraDtype, Panels};
 use crate::error::{Error, Result};
 
 fn bad(msg: String) -> Error {
@@ -13,12 +13,13 @@ fn bad(msg: String) -> Error {
 }
 
 /// Where a tensor's decoded values go: the element type held, and for a `B`
-/// tensor the transposition (and Q/K row permutation) into `LoraPair::bt`.
+/// tensor the transposition into panels (and Q/K row permutation) of
+/// `LoraPair::b_panels`.
 #[derive(Clone, Copy)]
 pub(super) struct Layout {
     pub dtype: LoraDtype,
-    /// Transpose `[rows, cols]` into `[cols, rows]`.
-    pub transpose: bool,
+    /// Transpose `[rows, cols]` into `[cols, rows]` held in column panels.
+    pub panels: bool,
     /// Permute the rows per head of this width while transposing
     /// ([`interleaved_row`]).
     pub interleave: Option<usize>,
@@ -87,7 +88,7 @@ fn widen(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 
 /// Decodes a `[rows, cols]` tensor into `layout` in one pass over the file's
 /// bytes: each block is widened, checked for non-finite values, narrowed and
-/// put in place (transposed for `B`) while it sits in L1. A cold load is a
+/// put in place (transposed into panels for `B`) while it sits in L1. A cold load is a
 /// request's latency, and separate passes (widen, check, transpose, narrow)
 /// cost several times this one's memory traffic.
 pub(super) fn decode(
@@ -98,7 +99,7 @@ pub(super) fn decode(
     layout: Layout,
 ) -> Result<Factor> {
     let size = value_size(name, view.dtype())?;
-    if view.dtype() == Dtype::F16 && layout.dtype == LoraDtype::F16 && !layout.transpose {
+    if view.dtype() == Dtype::F16 && layout.dtype == LoraDtype::F16 && !layout.panels {
         return copy_f16(name, view.data()).map(Factor::F16);
     }
     // A value beyond f16's range leaves `None`: this factor then stays f32.
@@ -153,7 +154,7 @@ fn decode_as<T: Held>(
     let block = DECODE_BLOCK.min(n);
     let mut wide = vec![0f32; block];
     let mut narrow = vec![T::default(); block];
-    if !layout.transpose {
+    if !layout.panels {
         // Blocks are appended in file order (no zero-fill pass over `out`).
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(block) {
@@ -166,14 +167,19 @@ fn decode_as<T: Held>(
         }
         return Ok(Some(out));
     }
-    // Transposed: whole rows per block, scattered into a buffer allocated
+    // Into panels: whole rows per block, scattered into a buffer allocated
     // up front. A `B` has `cols` = its rank, so a row always fits a block.
+    // Row `r` of B is column `r` of Bᵀ.
     if cols > DECODE_BLOCK {
         return Err(bad(format!(
             "tensor `{name}` has {cols} columns, more than any supported rank"
         )));
     }
     let mut out = vec![T::default(); n];
+    let panels = Panels {
+        rank: cols,
+        out_dim: rows,
+    };
     let block_rows = DECODE_BLOCK / cols;
     let mut dsts = vec![0usize; block_rows];
     for row in (0..rows).step_by(block_rows) {
@@ -189,11 +195,11 @@ fn decode_as<T: Held>(
                 .interleave
                 .map_or(r, |hd| interleaved_row(r, rows, hd));
         }
-        // Output row by output row, so writes run along each row of the
-        // transpose; the strided reads stay in L1.
-        for (k, dst_row) in out.chunks_exact_mut(rows).enumerate() {
+        // Row by row of Bᵀ, so writes run along each panel row; the
+        // strided reads stay in L1.
+        for k in 0..cols {
             for (&d, values) in dsts.iter().zip(narrow.chunks_exact(cols)) {
-                dst_row[d] = values[k];
+                out[panels.index(k, d)] = values[k];
             }
         }
     }

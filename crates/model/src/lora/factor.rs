@@ -12,12 +12,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use serde::{Deserialize, Serialize};
 
+use super::Panels;
 use crate::ops;
 
 /// The element type adapter factors are held in.
@@ -147,13 +149,27 @@ impl Factor {
         }
     }
 
-    /// `out += Σ_k s[k]·self[start + k·stride..][..out.len()]`: the expand of
-    /// one output row from a `[s.len(), stride]` matrix (see
-    /// [`ops::rank_update`]).
+    /// `out += Σ_k s[k]·Bᵀ[k, cols]` for a `B` held as `panels`: the expand
+    /// of output columns `cols` of one row (`out` holds exactly those
+    /// columns). Each panel's piece is `s.len()` rows of contiguous values.
+    ///
+    /// # Panics
+    /// If `out` is shorter than `cols` or the panels do not lie inside the
+    /// factor.
+    pub fn panel_update(&self, s: &[f32], panels: Panels, cols: Range<usize>, out: &mut [f32]) {
+        let first = cols.start;
+        for piece in panels.pieces(cols) {
+            let o = &mut out[piece.cols.start - first..piece.cols.end - first];
+            self.rank_update(s, piece.start, piece.stride, o);
+        }
+    }
+
+    /// `out += Σ_k s[k]·self[start + k·stride..][..out.len()]`: `s.len()`
+    /// rows `stride` apart (see [`ops::rank_update`]).
     ///
     /// # Panics
     /// If the rows read do not lie inside the factor.
-    pub fn rank_update(&self, s: &[f32], start: usize, stride: usize, out: &mut [f32]) {
+    fn rank_update(&self, s: &[f32], start: usize, stride: usize, out: &mut [f32]) {
         match self {
             Self::F32(v) => ops::rank_update(s, &v[start.min(v.len())..], stride, out),
             Self::F16(v) => rank_update_f16(s, &v[start.min(v.len())..], stride, out),
@@ -288,8 +304,22 @@ mod x86 {
         let n = x.len().min(w.len());
         let (px, pw) = (x.as_ptr(), w.as_ptr());
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut acc2, mut acc3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
-        // SAFETY (all loads): i + 16 <= n, resp. i + 8 <= n, keeps reads in bounds.
+        // SAFETY (all loads): i + 32 <= n, i + 16 <= n, resp. i + 8 <= n, keeps reads in bounds.
+        while i + 32 <= n {
+            unsafe {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i)), load8(pw.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i + 8)), load8(pw.add(i + 8)), acc1);
+                acc2 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i + 16)), load8(pw.add(i + 16)), acc2);
+                acc3 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i + 24)), load8(pw.add(i + 24)), acc3);
+            }
+            i += 32;
+        }
+        acc0 = _mm256_add_ps(acc0, acc2);
+        acc1 = _mm256_add_ps(acc1, acc3);
         while i + 16 <= n {
             unsafe {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i)), load8(pw.add(i)), acc0);

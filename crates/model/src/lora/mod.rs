@@ -15,7 +15,8 @@
 //! and hashing undo it, so files and ids never depend on the base.
 //!
 //! Factors are held as f32 (exact) or f16 ([`LoraDtype`], half the memory
-//! and bandwidth), with `B` transposed for the expand kernel. A runtime
+//! and bandwidth), with `B` in column panels for the expand kernel
+//! ([`Panels`]). A runtime
 //! file ([`LoraAdapter::to_runtime_bytes`]) stores them exactly as held, so
 //! a serving node's cold load is a copy rather than a decode.
 
@@ -23,6 +24,7 @@ mod batch;
 mod config;
 mod decode;
 mod factor;
+mod panel;
 mod runtime;
 mod tensors;
 #[cfg(test)]
@@ -41,6 +43,7 @@ use sha2::{Digest, Sha256};
 pub use batch::LoraBatch;
 pub use config::{AdapterConfig, MAX_CONFIG_BYTES, MAX_RANK, TargetModules};
 pub use factor::{Factor, LoraDtype};
+pub use panel::{PANEL, Panels, Piece};
 pub use runtime::runtime_file_name;
 
 use crate::config::{LlamaConfig, RopeStyle};
@@ -108,11 +111,12 @@ const MODULES: [(LayerTensor, &str); 7] = [
 pub struct LoraPair {
     /// `lora_A`, row-major `[rank, in_dim]`.
     pub a: Factor,
-    /// `lora_B` transposed, row-major `[rank, out_dim]`: the expand
-    /// `out += s·B` then runs along the output, `rank` multiply-adds per
-    /// element with no horizontal sums (PEFT files store `[out_dim, rank]`;
-    /// [`LoraPair::b`] gives that layout back).
-    pub bt: Factor,
+    /// `lora_B` transposed (`[rank, out_dim]`) and regrouped in column
+    /// panels ([`LoraPair::panels`]): the expand `out += s·B` then streams
+    /// it once, `rank` multiply-adds per output with no horizontal sums
+    /// (PEFT files store `[out_dim, rank]`; [`LoraPair::b`] gives that
+    /// layout back).
+    pub b_panels: Factor,
     /// The adapter rank for this module.
     pub rank: usize,
     /// Input width of the base projection.
@@ -126,7 +130,16 @@ pub struct LoraPair {
 impl LoraPair {
     /// `lora_B` in the PEFT layout, row-major `[out_dim, rank]`.
     pub fn b(&self) -> Vec<f32> {
-        transpose(&self.bt.to_f32(), self.rank, self.out_dim)
+        let bt = self.panels().to_row_major(&self.b_panels.to_f32());
+        transpose(&bt, self.rank, self.out_dim)
+    }
+
+    /// The panel layout of [`LoraPair::b_panels`].
+    pub fn panels(&self) -> Panels {
+        Panels {
+            rank: self.rank,
+            out_dim: self.out_dim,
+        }
     }
 
     /// The same factors held as `dtype`.
@@ -137,7 +150,7 @@ impl LoraPair {
         };
         Self {
             a: convert(&self.a),
-            bt: convert(&self.bt),
+            b_panels: convert(&self.b_panels),
             ..*self
         }
     }
@@ -266,7 +279,7 @@ fn build_pair(
     }
     Ok(LoraPair {
         a: a.data,
-        bt: b.data,
+        b_panels: b.data,
         rank,
         in_dim,
         out_dim,
@@ -461,7 +474,7 @@ impl LoraAdapter {
         let half = self
             .pairs
             .values()
-            .any(|p| p.a.dtype() == LoraDtype::F16 || p.bt.dtype() == LoraDtype::F16);
+            .any(|p| p.a.dtype() == LoraDtype::F16 || p.b_panels.dtype() == LoraDtype::F16);
         if half { LoraDtype::F16 } else { LoraDtype::F32 }
     }
 
@@ -484,11 +497,11 @@ impl LoraAdapter {
     /// rows in the base's runtime layout.
     pub fn delta(&self, layer: usize, tensor: LayerTensor) -> Option<Vec<f32>> {
         let p = self.pair(layer, tensor)?;
-        let (a, bt) = (p.a.to_f32(), p.bt.to_f32());
+        let (a, b_panels, panels) = (p.a.to_f32(), p.b_panels.to_f32(), p.panels());
         let mut out = vec![0.0f32; p.out_dim * p.in_dim];
         for (o, row) in out.chunks_exact_mut(p.in_dim.max(1)).enumerate() {
             for k in 0..p.rank {
-                let coef = p.scale * bt[k * p.out_dim + o];
+                let coef = p.scale * b_panels[panels.index(k, o)];
                 let a_row = &a[k * p.in_dim..(k + 1) * p.in_dim];
                 row.iter_mut().zip(a_row).for_each(|(d, a)| *d += coef * a);
             }
@@ -582,7 +595,7 @@ impl LoraAdapter {
     pub fn resident_bytes(&self) -> usize {
         self.pairs
             .values()
-            .map(|p| p.a.bytes() + p.bt.bytes())
+            .map(|p| p.a.bytes() + p.b_panels.bytes())
             .sum()
     }
 
@@ -591,7 +604,7 @@ impl LoraAdapter {
     pub fn resident_bytes_as(&self, dtype: LoraDtype) -> usize {
         self.pairs
             .values()
-            .map(|p| p.a.bytes_as(dtype) + p.bt.bytes_as(dtype))
+            .map(|p| p.a.bytes_as(dtype) + p.b_panels.bytes_as(dtype))
             .sum()
     }
 
@@ -638,7 +651,7 @@ pub fn random_adapter(
             let (in_dim, out_dim) = dims(base, MODULES[index].0).unwrap_or_default();
             let pair = LoraPair {
                 a: Factor::F32(rng.vec(rank * in_dim, 0.1)),
-                bt: Factor::F32(rng.vec(rank * out_dim, 0.1)),
+                b_panels: Factor::F32(rng.vec(rank * out_dim, 0.1)),
                 rank,
                 in_dim,
                 out_dim,

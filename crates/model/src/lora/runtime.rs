@@ -1,5 +1,5 @@
 //! Runtime files: an adapter's factors exactly as a node holds them (dtype,
-//! `B` transposed, the base's Q/K row order), in safetensors with a format
+//! `B` transposed into panels, the base's Q/K row order), in safetensors with a format
 //! tag. Loading one is a copy and a check, not a decode; PEFT files stay the
 //! source of truth and of the content id.
 
@@ -14,7 +14,7 @@ use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 
 /// Format tag in the header of a runtime file ([`LoraAdapter::to_runtime_bytes`]).
-const RUNTIME_FORMAT: &str = "credence-lora-runtime/1";
+const RUNTIME_FORMAT: &str = "credence-lora-runtime/2";
 
 /// The file name a store gives the runtime file ([`LoraAdapter::to_runtime_bytes`])
 /// of adapters held as `dtype` for `base`: one per dtype and Q/K row layout,
@@ -47,7 +47,7 @@ impl LoraAdapter {
         Self::from_runtime_bytes(&json, factors.as_deref().unwrap_or_default(), base, options)
     }
 
-    /// The factors exactly as held (dtype, transposed `B`, the base's Q/K
+    /// The factors exactly as held (dtype, `B` in panels, the base's Q/K
     /// row order) in a safetensors "runtime file". Loading it back
     /// ([`LoraAdapter::from_runtime_bytes`]) skips the transposition and
     /// narrowing a PEFT file needs, and reads half the bytes of an f32 PEFT
@@ -59,8 +59,8 @@ impl LoraAdapter {
         for (&slot, p) in &self.pairs {
             let path = module_path(slot);
             named.push((tensor_name(&path, true), [p.rank, p.in_dim], &p.a));
-            let bt = format!("base_model.model.{path}{}", tensors::RUNTIME_B_SUFFIX);
-            named.push((bt, [p.rank, p.out_dim], &p.bt));
+            let b = format!("base_model.model.{path}{}", tensors::RUNTIME_B_SUFFIX);
+            named.push((b, [p.rank, p.out_dim], &p.b_panels));
         }
         let metadata = [
             ("format", RUNTIME_FORMAT.to_owned()),

@@ -21,8 +21,8 @@ pub(super) struct RawTensor {
     /// Columns.
     pub cols: usize,
     /// Values in the requested dtype: row-major `[rows, cols]` for an A
-    /// tensor, transposed (`[cols, rows]`) for a B tensor, the layout the
-    /// expand kernel reads (see `LoraPair::bt`).
+    /// tensor, transposed into panels for a B tensor, the layout the
+    /// expand kernel reads (see `LoraPair::b_panels`).
     pub data: Factor,
 }
 
@@ -43,11 +43,11 @@ fn bad(msg: String) -> Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Source {
     /// A PEFT file: `lora_B` is `[out, r]` in Hugging Face row order; B is
-    /// transposed while decoding, with Q/K rows interleaved per head of
-    /// this width when given.
+    /// transposed into panels while decoding, with Q/K rows interleaved per
+    /// head of this width when given.
     Peft { qk_interleave: Option<usize> },
-    /// A runtime file (`LoraAdapter::to_runtime_bytes`): `lora_BT` is
-    /// already `[r, out]` in the base's runtime row order.
+    /// A runtime file (`LoraAdapter::to_runtime_bytes`): `lora_B_panels`
+    /// is already Bᵀ (`[r, out]`) in panels, in the base's runtime row order.
     Runtime,
 }
 
@@ -61,8 +61,8 @@ impl Source {
     }
 }
 
-/// How a runtime file names the transposed B half.
-pub(super) const RUNTIME_B_SUFFIX: &str = ".lora_BT.weight";
+/// How a runtime file names the B half held in panels.
+pub(super) const RUNTIME_B_SUFFIX: &str = ".lora_B_panels.weight";
 
 /// Splits a tensor name into its slot and whether it is the A half.
 fn parse_name(name: &str, source: Source) -> Option<(Slot, bool)> {
@@ -109,13 +109,13 @@ fn read_tensor(
     let layout = match source {
         Source::Peft { qk_interleave } => Layout {
             dtype,
-            transpose: !is_a,
+            panels: !is_a,
             // Q/K rows of B follow the base's runtime head layout (see `LoraAdapter`).
             interleave: qk_interleave.filter(|_| !is_a && super::is_qk(slot)),
         },
         Source::Runtime => Layout {
             dtype,
-            transpose: false,
+            panels: false,
             interleave: None,
         },
     };

@@ -356,7 +356,7 @@ fn delta_is_scaled_product_of_b_and_a() {
     assert_eq!(p.scale, 2.0);
     let d = a.delta(1, LayerTensor::Down).unwrap();
     assert_eq!(d.len(), p.out_dim * p.in_dim);
-    let (fa, fbt) = (p.a.to_f32(), p.bt.to_f32());
+    let (fa, fbt) = (p.a.to_f32(), p.panels().to_row_major(&p.b_panels.to_f32()));
     for (o, i) in [(0, 0), (7, 100), (p.out_dim - 1, p.in_dim - 1)] {
         let want: f32 = (0..p.rank)
             .map(|k| fbt[k * p.out_dim + o] * fa[k * p.in_dim + i])
@@ -385,7 +385,7 @@ fn f16_loading_halves_memory_and_keeps_values_close() {
         half.resident_bytes()
     );
     for ((_, _, h), (_, _, e)) in half.pairs().zip(exact.pairs()) {
-        for (x, y) in h.bt.to_f32().iter().zip(e.bt.to_f32().iter()) {
+        for (x, y) in h.b_panels.to_f32().iter().zip(e.b_panels.to_f32().iter()) {
             assert!((x - y).abs() <= y.abs() / 1024.0 + 1e-7, "{x} vs {y}");
         }
         // Q rows are permuted for the interleaved base the same way in both.
@@ -465,7 +465,7 @@ fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
                     "{dtype}: {x} vs {y}"
                 );
             }
-            assert_eq!(got.bt.len(), want.bt.len());
+            assert_eq!(got.b_panels.len(), want.b_panels.len());
         }
         if dtype == LoraDtype::F32 {
             assert_eq!(loaded, exact);

@@ -44,6 +44,11 @@ async fn a_shared_system_prompt_is_computed_once_and_answers_do_not_change() {
     let before = state.engine().scheduler_stats();
     assert_eq!(before.prefix_hit_tokens, 0, "{before:?}");
     assert!(before.prefix_cached_bytes > 0, "the prompt was recorded");
+    // One sequence alone: one per step, a step per token it generated, and
+    // the prompt's tokens in its first step.
+    assert!((1..=12).contains(&before.steps), "{before:?}");
+    assert_eq!(before.step_sequences, before.steps, "{before:?}");
+    assert!(before.step_tokens > before.steps + 30, "{before:?}");
 
     let warm = chat(&state, "What is the capital of Italy?").await;
     let after = state.engine().scheduler_stats();
@@ -64,6 +69,15 @@ async fn a_shared_system_prompt_is_computed_once_and_answers_do_not_change() {
         .find_map(|l| l.strip_prefix("credence_kv_prefix_hit_tokens_total "))
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(hit_tokens, Some(after.prefix_hit_tokens), "{metrics}");
+    let steps = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("credence_engine_steps_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        steps,
+        Some(state.engine().scheduler_stats().steps),
+        "{metrics}"
+    );
 }
 
 /// Sampling that makes every run of a prompt produce the same tokens.
