@@ -39,7 +39,7 @@ pub(crate) struct ServeBenchArgs {
     /// RAM budget for decoded adapters, MiB.
     #[arg(long, default_value_t = 1024)]
     cache_mib: usize,
-    /// Element type adapters are held in while served (f16 or f32).
+    /// Element type adapters are held in while served (f16, q8 or f32).
     #[arg(long, default_value_t = LoraDtype::F16)]
     lora_dtype: LoraDtype,
     /// Exponent of the Zipf traffic.

@@ -205,7 +205,7 @@ fn smollm_135m(layers: usize) -> LlamaConfig {
 
 /// One decode step's LoRA updates (q/k/v, o, gate/up, down on all 30
 /// layers) for 16 sequences with rank-16 all-linear adapters: all sharing one
-/// adapter, or each with its own, with factors held as f32 or f16. With 16
+/// adapter, or each with its own, with factors held as f32, f16 or q8. With 16
 /// distinct adapters a step reads 157 MB (f16) of factors, far more than the
 /// last-level cache, so they stream from DRAM as in a real step; the
 /// throughput reported is factor bytes read per second.
@@ -222,7 +222,11 @@ fn lora_delta(c: &mut Criterion) {
             .map(|a| Arc::new(a.to_dtype(dtype)))
             .collect()
     };
-    let (wide, half) = (held(LoraDtype::F32), held(LoraDtype::F16));
+    let (wide, half, bytes) = (
+        held(LoraDtype::F32),
+        held(LoraDtype::F16),
+        held(LoraDtype::Q8),
+    );
     let (h, ff, kv) = (HIDDEN, 1536, config.kv_dim());
     let qkv = [
         (LayerTensor::Q, 0),
@@ -242,6 +246,8 @@ fn lora_delta(c: &mut Criterion) {
         ("distinct", true, &wide),
         ("shared_f16", false, &half),
         ("distinct_f16", true, &half),
+        ("shared_q8", false, &bytes),
+        ("distinct_q8", true, &bytes),
     ] {
         let mixes: Vec<Vec<WeightedAdapter>> = (0..SEQS)
             .map(|i| {

@@ -563,24 +563,26 @@ mod tests {
     }
 
     #[test]
-    fn f16_and_f32_adapters_mix_in_one_batch() {
+    fn f16_q8_and_f32_adapters_mix_in_one_batch() {
         use crate::lora::LoraDtype;
         let c = tiny_config(32);
         let wide = Arc::new(random_adapter(&c, 8, &ALL, 7));
         let half = Arc::new(wide.to_dtype(LoraDtype::F16));
+        let bytes = Arc::new(wide.to_dtype(LoraDtype::Q8));
         let other = Arc::new(random_adapter(&c, 5, &ALL, 8).to_dtype(LoraDtype::F16));
         let mixes = [
             vec![wa(&wide, 1.0)],
             vec![wa(&half, 1.0)],
-            vec![wa(&other, 0.5), wa(&wide, 0.5)],
+            vec![wa(&other, 0.5), wa(&bytes, 0.5)],
+            vec![wa(&bytes, 1.0)],
         ];
         let batch = LoraBatch::new(mixes.iter().enumerate().map(|(i, m)| (&m[..], i..i + 1)));
         let (h, ff) = (c.hidden_size, c.intermediate_size);
         let parts = [(LayerTensor::Down, 0)];
-        // Rows 0 and 1 see the same input through the f32 and f16 copies.
+        // Rows 0, 1 and 3 see the same input through the f32, f16 and q8 copies.
         let row = TestRng::new(3).vec(ff, 1.0);
-        let x = [row.clone(), row, TestRng::new(4).vec(ff, 1.0)].concat();
-        let (mut grouped, mut serial) = (vec![0f32; 3 * h], vec![0f32; 3 * h]);
+        let x = [row.clone(), row.clone(), TestRng::new(4).vec(ff, 1.0), row].concat();
+        let (mut grouped, mut serial) = (vec![0f32; 4 * h], vec![0f32; 4 * h]);
         batch
             .add(&ThreadPool::new(2), 1, &parts, &x, ff, &mut grouped, h)
             .unwrap();
@@ -592,10 +594,12 @@ mod tests {
                 .fold(0f32, f32::max)
         };
         assert!(worst(&grouped, &serial) < 1e-4);
-        // The f16 copy of an adapter gives nearly the f32 one's update.
-        let rounding = worst(&grouped[h..2 * h], &grouped[..h]);
-        assert!(rounding < 1e-2, "{rounding}");
-        assert_ne!(grouped[..h], grouped[h..2 * h]);
+        // The f16 and q8 copies of an adapter give nearly the f32 one's update.
+        for copy in [1, 3] {
+            let rounding = worst(&grouped[copy * h..(copy + 1) * h], &grouped[..h]);
+            assert!(rounding < 2e-2, "row {copy}: {rounding}");
+            assert_ne!(grouped[..h], grouped[copy * h..(copy + 1) * h]);
+        }
     }
 
     #[test]

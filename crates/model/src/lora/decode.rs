@@ -5,7 +5,7 @@
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::{Factor, LoraDtype, Panels};
+use super::{Factor, LoraDtype, Panels, Q8_BLOCK, Q8Values};
 use crate::error::{Error, Result};
 
 fn bad(msg: String) -> Error {
@@ -94,10 +94,18 @@ fn widen(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 pub(super) fn decode(
     name: &str,
     view: &TensorView<'_>,
+    scales: Option<&TensorView<'_>>,
     rows: usize,
     cols: usize,
     layout: Layout,
 ) -> Result<Factor> {
+    if view.dtype() == Dtype::I8 {
+        let q = q8_values(name, view, scales, layout)?;
+        return Ok(match layout.dtype {
+            LoraDtype::Q8 => Factor::Q8(q),
+            other => Factor::from_f32(q.to_f32(), other),
+        });
+    }
     let size = value_size(name, view.dtype())?;
     if view.dtype() == Dtype::F16 && layout.dtype == LoraDtype::F16 && !layout.panels {
         return copy_f16(name, view.data()).map(Factor::F16);
@@ -108,8 +116,55 @@ pub(super) fn decode(
     {
         return Ok(Factor::F16(values));
     }
-    let values = decode_as::<f32>(name, view, size, rows, cols, layout)?;
-    Ok(Factor::F32(values.unwrap_or_default()))
+    let values = decode_as::<f32>(name, view, size, rows, cols, layout)?.unwrap_or_default();
+    // Bytes hold any finite values: each block's scale absorbs its range.
+    let dtype = match layout.dtype {
+        LoraDtype::Q8 => LoraDtype::Q8,
+        _ => LoraDtype::F32,
+    };
+    Ok(Factor::from_f32(values, dtype))
+}
+
+/// A runtime file's 8-bit factor: the I8 values as stored and their F32
+/// block scales (`<name>.scales`), checked.
+fn q8_values(
+    name: &str,
+    view: &TensorView<'_>,
+    scales: Option<&TensorView<'_>>,
+    layout: Layout,
+) -> Result<Q8Values> {
+    let scales = scales.ok_or_else(|| {
+        bad(format!(
+            "tensor `{name}` has dtype I8 but the file has no `{name}.scales`"
+        ))
+    })?;
+    if layout.panels {
+        // PEFT files hold B as [out, r]; only runtime files store bytes.
+        return Err(bad(format!(
+            "tensor `{name}` has dtype I8; expected F32, F16 or BF16"
+        )));
+    }
+    let values: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+    let blocks = values.len().div_ceil(Q8_BLOCK);
+    if scales.dtype() != Dtype::F32 || scales.data().len() != 4 * blocks {
+        return Err(bad(format!(
+            "`{name}.scales` must be {blocks} F32 values (one per {Q8_BLOCK} values)"
+        )));
+    }
+    let scales: Vec<f32> = scales
+        .data()
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .map(|c| f32::from_le_bytes(*c))
+        .collect();
+    if let Some(i) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+        return Err(bad(format!(
+            "`{name}.scales` has an invalid scale ({}) at index {i}",
+            scales[i]
+        )));
+    }
+    Ok(Q8Values { values, scales })
 }
 
 /// F16 values kept as f16 in the file's order (a runtime file's factors, or

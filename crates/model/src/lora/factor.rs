@@ -1,14 +1,17 @@
-//! LoRA factor storage in f32 or f16, and the two products the forward pass
-//! needs from it.
+//! LoRA factor storage in f32, f16 or 8-bit blocks, and the two products
+//! the forward pass needs from it.
 //!
 //! With many distinct adapters in a decode step the factors stream from DRAM
 //! once per step each, so their width is the step's cost: holding them as
 //! f16 halves it (and halves what an adapter takes of the RAM cache), at a
 //! rounding error far below what LoRA training resolves. Serving stacks do
 //! the same (vLLM's `--lora-dtype`, llama.cpp's f16 adapter files); f32
-//! stays available where exactness matters (exports, tests).
+//! stays available where exactness matters (exports, tests). `q8` (see
+//! [`Q8Values`]) takes 1.125 bytes per value, for nodes whose steps carry
+//! many distinct adapters.
 //!
-//! The kernels widen f16 to f32 in registers (F16C) and accumulate in f32.
+//! The kernels widen f16 (F16C) or bytes to f32 in registers and accumulate
+//! in f32.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,6 +23,7 @@ use half::slice::HalfFloatSliceExt;
 use serde::{Deserialize, Serialize};
 
 use super::Panels;
+use super::q8::Q8Values;
 use crate::ops;
 
 /// The element type adapter factors are held in.
@@ -32,14 +36,21 @@ pub enum LoraDtype {
     /// Rounded to IEEE half precision: half the memory and bandwidth. A
     /// module whose values exceed f16's range (±65504) stays f32.
     F16,
+    /// Signed bytes with an f32 scale per 32 values ([`Q8Values`]): 1.125
+    /// bytes per value.
+    Q8,
 }
 
 impl LoraDtype {
+    /// Every dtype, widest first.
+    pub const ALL: [Self; 3] = [Self::F32, Self::F16, Self::Q8];
+
     /// The lowercase name used in configs and flags.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
+            Self::Q8 => "q8",
         }
     }
 }
@@ -57,8 +68,9 @@ impl FromStr for LoraDtype {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "float32" => Ok(Self::F32),
             "f16" | "float16" | "half" => Ok(Self::F16),
+            "q8" | "int8" => Ok(Self::Q8),
             other => Err(format!(
-                "unknown LoRA dtype `{other}` (expected f32 or f16)"
+                "unknown LoRA dtype `{other}` (expected f32, f16 or q8)"
             )),
         }
     }
@@ -71,6 +83,8 @@ pub enum Factor {
     F32(Vec<f32>),
     /// Half precision.
     F16(Vec<f16>),
+    /// Bytes with block scales.
+    Q8(Q8Values),
 }
 
 impl Factor {
@@ -83,6 +97,7 @@ impl Factor {
                 half.convert_from_f32_slice(&values);
                 Self::F16(half)
             }
+            LoraDtype::Q8 => Self::Q8(Q8Values::quantize(&values)),
             _ => Self::F32(values),
         }
     }
@@ -92,6 +107,7 @@ impl Factor {
         match self {
             Self::F32(v) => v.len(),
             Self::F16(v) => v.len(),
+            Self::Q8(q) => q.len(),
         }
     }
 
@@ -105,6 +121,7 @@ impl Factor {
         match self {
             Self::F32(_) => LoraDtype::F32,
             Self::F16(_) => LoraDtype::F16,
+            Self::Q8(_) => LoraDtype::Q8,
         }
     }
 
@@ -113,15 +130,18 @@ impl Factor {
         match self {
             Self::F32(v) => std::mem::size_of_val(v.as_slice()),
             Self::F16(v) => std::mem::size_of_val(v.as_slice()),
+            Self::Q8(q) => q.bytes(),
         }
     }
 
     /// Bytes the values would take held as `dtype` (see [`Factor::from_f32`]).
     pub fn bytes_as(&self, dtype: LoraDtype) -> usize {
         match (self, dtype) {
-            (Self::F32(v), LoraDtype::F16) if fits_f16(v) => 2 * v.len(),
-            (Self::F16(v), LoraDtype::F32) => 4 * v.len(),
-            _ => self.bytes(),
+            (f, d) if f.dtype() == d => self.bytes(),
+            (Self::F32(v), LoraDtype::F16) if !fits_f16(v) => self.bytes(),
+            (_, LoraDtype::F32) => 4 * self.len(),
+            (_, LoraDtype::F16) => 2 * self.len(),
+            (_, LoraDtype::Q8) => Q8Values::bytes_for(self.len()),
         }
     }
 
@@ -134,6 +154,7 @@ impl Factor {
                 v.convert_to_f32_slice(&mut out);
                 Cow::Owned(out)
             }
+            Self::Q8(q) => Cow::Owned(q.to_f32()),
         }
     }
 
@@ -146,6 +167,7 @@ impl Factor {
         match self {
             Self::F32(v) => ops::dot(x, &v[start..end]),
             Self::F16(v) => dot_f16(x, &v[start..end]),
+            Self::Q8(q) => q.dot(start, x),
         }
     }
 
@@ -173,6 +195,7 @@ impl Factor {
         match self {
             Self::F32(v) => ops::rank_update(s, &v[start.min(v.len())..], stride, out),
             Self::F16(v) => rank_update_f16(s, &v[start.min(v.len())..], stride, out),
+            Self::Q8(q) => q.rank_update(s, start, stride, out),
         }
     }
 }
@@ -484,10 +507,11 @@ mod tests {
 
     #[test]
     fn dtype_names_parse_and_print() {
-        for d in [LoraDtype::F32, LoraDtype::F16] {
+        for d in LoraDtype::ALL {
             assert_eq!(d.to_string().parse::<LoraDtype>(), Ok(d));
         }
         assert_eq!("float16".parse::<LoraDtype>(), Ok(LoraDtype::F16));
+        assert_eq!("int8".parse::<LoraDtype>(), Ok(LoraDtype::Q8));
         assert!("bf8".parse::<LoraDtype>().unwrap_err().contains("bf8"));
     }
 }

@@ -25,6 +25,7 @@ mod config;
 mod decode;
 mod factor;
 mod panel;
+mod q8;
 mod runtime;
 mod tensors;
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use batch::LoraBatch;
 pub use config::{AdapterConfig, MAX_CONFIG_BYTES, MAX_RANK, TargetModules};
 pub use factor::{Factor, LoraDtype};
 pub use panel::{PANEL, Panels, Piece};
+pub use q8::{Q8_BLOCK, Q8Values};
 pub use runtime::runtime_file_name;
 
 use crate::config::{LlamaConfig, RopeStyle};
@@ -145,7 +147,7 @@ impl LoraPair {
     /// The same factors held as `dtype`.
     fn to_dtype(&self, dtype: LoraDtype) -> Self {
         let convert = |f: &Factor| match (f, dtype) {
-            (Factor::F16(_), LoraDtype::F16) => f.clone(),
+            (Factor::F16(_), LoraDtype::F16) | (Factor::Q8(_), LoraDtype::Q8) => f.clone(),
             _ => Factor::from_f32(f.to_f32().into_owned(), dtype),
         };
         Self {
@@ -468,14 +470,18 @@ impl LoraAdapter {
             .map(|(&(layer, index), pair)| (layer, MODULES[index].0, pair))
     }
 
-    /// The element type the factors are held in: [`LoraDtype::F16`] when any
-    /// module is held in half precision.
+    /// The element type the factors are held in: the narrowest any module
+    /// is held in (a module beyond f16's range stays f32 in an f16 adapter).
     pub fn dtype(&self) -> LoraDtype {
-        let half = self
-            .pairs
-            .values()
-            .any(|p| p.a.dtype() == LoraDtype::F16 || p.b_panels.dtype() == LoraDtype::F16);
-        if half { LoraDtype::F16 } else { LoraDtype::F32 }
+        let held = |d: LoraDtype| {
+            self.pairs
+                .values()
+                .any(|p| p.a.dtype() == d || p.b_panels.dtype() == d)
+        };
+        [LoraDtype::Q8, LoraDtype::F16]
+            .into_iter()
+            .find(|&d| held(d))
+            .unwrap_or(LoraDtype::F32)
     }
 
     /// The same adapter with its factors held as `dtype` (see [`LoraDtype`]).

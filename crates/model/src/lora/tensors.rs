@@ -1,6 +1,6 @@
 //! Reading and writing the `lora_A` / `lora_B` tensors of a PEFT safetensors file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
@@ -61,6 +61,10 @@ impl Source {
     }
 }
 
+/// Suffix of the tensor holding the block scales of an 8-bit factor in a
+/// runtime file (`<factor name>.scales`).
+pub(super) const SCALES_SUFFIX: &str = ".scales";
+
 /// How a runtime file names the B half held in panels.
 pub(super) const RUNTIME_B_SUFFIX: &str = ".lora_B_panels.weight";
 
@@ -80,10 +84,12 @@ fn parse_name(name: &str, source: Source) -> Option<(Slot, bool)> {
     Some(((layer, index), half))
 }
 
-/// Decodes one named tensor, checking its name, layer and rank-2 shape.
+/// Decodes one named tensor (with its block scales when it holds bytes),
+/// checking its name, layer and rank-2 shape.
 fn read_tensor(
     name: &str,
     view: &TensorView<'_>,
+    scales: Option<&TensorView<'_>>,
     n_layers: usize,
     dtype: LoraDtype,
     source: Source,
@@ -119,7 +125,7 @@ fn read_tensor(
             interleave: None,
         },
     };
-    let data = decode::decode(name, view, rows, cols, layout)?;
+    let data = decode::decode(name, view, scales, rows, cols, layout)?;
     // A runtime B is stored `[r, out]`; report the PEFT shape `[out, r]` so
     // both kinds are checked the same way.
     let (rows, cols) = match source {
@@ -152,13 +158,17 @@ type Decoded = (Slot, bool, RawTensor);
 /// load is latency a request waits for.
 fn decode_all(
     tensors: &[(String, TensorView<'_>)],
+    scales: &HashMap<&str, &TensorView<'_>>,
     n_layers: usize,
     dtype: LoraDtype,
     source: Source,
 ) -> Vec<Result<Decoded>> {
     let decode_run = |run: &[(String, TensorView<'_>)]| -> Vec<Result<Decoded>> {
         run.iter()
-            .map(|(name, view)| read_tensor(name, view, n_layers, dtype, source))
+            .map(|(name, view)| {
+                let own = scales.get(name.as_str()).copied();
+                read_tensor(name, view, own, n_layers, dtype, source)
+            })
             .collect()
     };
     let bytes: usize = tensors.iter().map(|(_, v)| v.data().len()).sum();
@@ -202,8 +212,21 @@ pub(super) fn read_all(
 ) -> Result<BTreeMap<Slot, RawPair>> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
+    // A runtime file's 8-bit factors come with their scales beside them.
+    let (scale_tensors, factors): (Vec<_>, Vec<_>) = file
+        .tensors()
+        .into_iter()
+        .partition(|(name, _)| source == Source::Runtime && name.ends_with(SCALES_SUFFIX));
+    let mut scales = HashMap::new();
+    for (name, view) in &scale_tensors {
+        let owner = &name[..name.len() - SCALES_SUFFIX.len()];
+        if !factors.iter().any(|(n, _)| n == owner) {
+            return Err(bad(format!("tensor `{name}` scales no tensor of the file")));
+        }
+        scales.insert(owner, view);
+    }
     let mut pairs: BTreeMap<Slot, RawPair> = BTreeMap::new();
-    for decoded in decode_all(&file.tensors(), n_layers, dtype, source) {
+    for decoded in decode_all(&factors, &scales, n_layers, dtype, source) {
         let (slot, is_a, tensor) = decoded?;
         let pair = pairs.entry(slot).or_default();
         let half = if is_a { &mut pair.a } else { &mut pair.b };
@@ -235,22 +258,40 @@ pub(super) fn write_f32<V: AsRef<[f32]>>(tensors: &[(String, [usize; 2], V)]) ->
     safetensors::serialize(views, None).map_err(|e| bad(format!("serialising adapter: {e}")))
 }
 
-/// Serialises `(name, shape, factor)` triples in their held dtypes, with
+/// Serialises `(name, shape, factor)` triples in their held dtypes (an 8-bit
+/// factor as I8 values plus its F32 `.scales`), with
 /// `metadata` in the header.
 pub(super) fn write_factors(
     tensors: &[(String, [usize; 2], &Factor)],
     metadata: std::collections::HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let encoded: Vec<(Dtype, Vec<u8>)> = tensors
-        .iter()
-        .map(|(_, _, f)| match f {
-            Factor::F32(v) => (Dtype::F32, f32_bytes(v)),
-            Factor::F16(v) => (Dtype::F16, v.iter().flat_map(|h| h.to_le_bytes()).collect()),
-        })
-        .collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, shape, _), (dtype, data)) in tensors.iter().zip(&encoded) {
-        let view = TensorView::new(*dtype, shape.to_vec(), data)
+    let mut encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, shape, f) in tensors {
+        match f {
+            Factor::F32(v) => {
+                encoded.push((name.clone(), Dtype::F32, shape.to_vec(), f32_bytes(v)))
+            }
+            Factor::F16(v) => encoded.push((
+                name.clone(),
+                Dtype::F16,
+                shape.to_vec(),
+                v.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            )),
+            Factor::Q8(q) => {
+                let bytes = q.values.iter().map(|&v| v as u8).collect();
+                encoded.push((name.clone(), Dtype::I8, shape.to_vec(), bytes));
+                encoded.push((
+                    format!("{name}{SCALES_SUFFIX}"),
+                    Dtype::F32,
+                    vec![q.scales.len()],
+                    f32_bytes(&q.scales),
+                ));
+            }
+        }
+    }
+    let mut views = Vec::with_capacity(encoded.len());
+    for (name, dtype, shape, data) in &encoded {
+        let view = TensorView::new(*dtype, shape.clone(), data)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         views.push((name.clone(), view));
     }

@@ -474,12 +474,84 @@ fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
 }
 
 #[test]
+fn q8_loads_round_each_value_to_its_block_step() {
+    let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 5);
+    let (config, weights) = exact.to_peft_bytes().unwrap();
+    let options = LoadOptions {
+        dtype: LoraDtype::Q8,
+        ..LoadOptions::default()
+    };
+    let loaded = LoraAdapter::from_bytes_with(&config, &weights, &base(), &options).unwrap();
+    assert_eq!(loaded.dtype(), LoraDtype::Q8);
+    assert_eq!(
+        loaded.resident_bytes(),
+        exact.resident_bytes_as(LoraDtype::Q8)
+    );
+    // About 1.125 bytes per value against 4.
+    assert!(loaded.resident_bytes() * 3 < exact.resident_bytes());
+    for ((_, _, got), (_, _, want)) in loaded.pairs().zip(exact.pairs()) {
+        for (g, w) in [(&got.a, &want.a), (&got.b_panels, &want.b_panels)] {
+            let (g, w) = (g.to_f32(), w.to_f32());
+            for (gb, wb) in g.chunks(super::Q8_BLOCK).zip(w.chunks(super::Q8_BLOCK)) {
+                let step = wb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for (x, y) in gb.iter().zip(wb) {
+                    assert!((x - y).abs() <= step / 2.0 + 1e-7, "{x} vs {y}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_runtime_files_with_missing_or_bad_scales_are_refused() {
+    let held = random_adapter(&base(), 4, &[LayerTensor::Q], 3).to_dtype(LoraDtype::Q8);
+    let (config, _) = held.to_peft_bytes().unwrap();
+    let file = held.to_runtime_bytes().unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&file).unwrap();
+    let metadata = header.metadata().clone();
+    // Rebuilds the file with the first scales tensor changed by `change`
+    // (dropped when it returns None).
+    let rebuilt = |change: &dyn Fn(&[u8]) -> Option<Vec<u8>>| -> Vec<u8> {
+        let parsed = safetensors::SafeTensors::deserialize(&file).unwrap();
+        let mut tensors: Vec<(String, TensorView<'_>)> = parsed.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let at = tensors
+            .iter()
+            .position(|(n, _)| n.ends_with(".scales"))
+            .unwrap();
+        let (name, view) = tensors.remove(at);
+        let changed = change(view.data());
+        let mut views = tensors;
+        if let Some(bytes) = &changed {
+            let shape = vec![bytes.len() / 4];
+            views.push((name, TensorView::new(Dtype::F32, shape, bytes).unwrap()));
+        }
+        safetensors::serialize(views, metadata.clone()).unwrap()
+    };
+    let load = |bytes: &[u8]| {
+        LoraAdapter::from_runtime_bytes(&config, bytes, &base(), &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = load(&rebuilt(&|_| None));
+    assert!(e.contains("has dtype I8 but the file has no"), "{e}");
+    let e = load(&rebuilt(&|b| Some(b[4..].to_vec())));
+    assert!(e.contains("F32 values (one per 32 values)"), "{e}");
+    let e = load(&rebuilt(&|b| {
+        let mut b = b.to_vec();
+        b[4..8].copy_from_slice(&(-1.0f32).to_le_bytes());
+        Some(b)
+    }));
+    assert!(e.contains("invalid scale (-1) at index 1"), "{e}");
+}
+
+#[test]
 fn runtime_files_round_trip_the_held_factors() {
     let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 9);
     let (config, _) = exact.to_peft_bytes().unwrap();
-    for held in [exact.clone(), exact.to_dtype(LoraDtype::F16)] {
+    for held in LoraDtype::ALL.map(|d| exact.to_dtype(d)) {
         let file = held.to_runtime_bytes().unwrap();
-        for dtype in [LoraDtype::F16, LoraDtype::F32] {
+        for dtype in LoraDtype::ALL {
             let options = LoadOptions {
                 dtype,
                 ..LoadOptions::default()
@@ -487,7 +559,7 @@ fn runtime_files_round_trip_the_held_factors() {
             let back = LoraAdapter::from_runtime_bytes(&config, &file, &base(), &options).unwrap();
             assert_eq!(back.dtype(), dtype);
             // Exact whenever the loaded dtype can carry the held values.
-            if dtype == LoraDtype::F32 || held.dtype() == LoraDtype::F16 {
+            if dtype == held.dtype() || (held.dtype(), dtype) == (LoraDtype::F16, LoraDtype::F32) {
                 assert!(back.to_dtype(held.dtype()) == held, "{dtype}");
             }
         }

@@ -63,13 +63,13 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 
 #[test]
 fn mixed_adapter_batch_equals_merged_weights_per_sequence() {
-    for dtype in [LoraDtype::F32, LoraDtype::F16] {
+    for dtype in LoraDtype::ALL {
         mixed_batch_equals_merged(dtype);
     }
 }
 
 /// The mixed-batch check with factors held as `dtype`: the merged reference
-/// uses the same (for f16, rounded) factors.
+/// uses the same (for f16 and q8, rounded) factors.
 fn mixed_batch_equals_merged(dtype: LoraDtype) {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config(32);

@@ -92,10 +92,10 @@ impl AdapterRegistry {
         cache_bytes: usize,
         dtype: LoraDtype,
     ) -> Result<Self> {
-        // This node's runtime file first, then the one a node with the other
+        // This node's runtime file first, then the ones a node with another
         // dtype would have written (deleted with the adapter too).
-        let runtime_names = [dtype, LoraDtype::F32, LoraDtype::F16]
-            .into_iter()
+        let runtime_names = std::iter::once(dtype)
+            .chain(LoraDtype::ALL)
             .map(|d| runtime_file_name(&base, d))
             .fold(Vec::new(), |mut names, name| {
                 if !names.contains(&name) {

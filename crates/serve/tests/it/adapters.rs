@@ -536,16 +536,45 @@ async fn runtime_files_are_derived_and_rebuilt_when_missing_or_corrupt() {
         wait_for_runtime(&runtime, &dir, &base).await;
     }
 
-    // A runtime file left by a node run with the other dtype goes too.
-    let other = dir.join(runtime_file_name(&base, LoraDtype::F32));
-    assert_ne!(other, runtime);
-    std::fs::write(&other, b"written by an f32 node").unwrap();
+    // Runtime files left by nodes run with other dtypes go too.
+    let others = [LoraDtype::F32, LoraDtype::Q8].map(|d| dir.join(runtime_file_name(&base, d)));
+    for other in &others {
+        assert_ne!(other, &runtime);
+        std::fs::write(other, b"written by another node").unwrap();
+    }
     let (status, _) = call(&state, "DELETE", "/v1/adapters/derived", Value::Null).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(
         !runtime.exists(),
         "deleting an adapter deletes its runtime file"
     );
-    assert!(!other.exists(), "and any other dtype's");
+    assert!(others.iter().all(|o| !o.exists()), "and any other dtype's");
     assert!(!dir.exists(), "and the directory they were in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_q8_node_holds_bytes_and_reloads_them_from_its_runtime_file() {
+    let store = tempfile::tempdir().unwrap();
+    let state = new_state(keyed(ServeConfig {
+        adapter_dir: Some(store.path().to_owned()),
+        adapter_dtype: LoraDtype::Q8,
+        ..test_config()
+    }));
+    let base = state.model().config().clone();
+    let (status, created) = upload(&state, &adapter(&state, 8, 32), Some("bytes")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let dir = store.path().join(created["id"].as_str().unwrap());
+    let runtime = dir.join(runtime_file_name(&base, LoraDtype::Q8));
+    let options = LoadOptions {
+        dtype: LoraDtype::Q8,
+        ..LoadOptions::default()
+    };
+    let held = LoraAdapter::load_runtime(&dir, &runtime, &base, &options).unwrap();
+    assert_eq!(held.dtype(), LoraDtype::Q8);
+    let (status, first) = call(&state, "POST", "/v1/completions", complete("bytes")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, _) = call(&state, "POST", "/v1/adapters/bytes/unload", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, again) = call(&state, "POST", "/v1/completions", complete("bytes")).await;
+    assert_eq!(text(&again), text(&first), "reloaded from the runtime file");
 }
