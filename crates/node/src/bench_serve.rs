@@ -969,6 +969,53 @@ fn merge_baseline(
 mod tests {
     use super::*;
 
+    /// A round that produced `tokens` in one second over `steps` steps of
+    /// `batch` sequences, with one failed request.
+    fn round(tokens: usize, steps: u64, batch: u64) -> Round {
+        let ok = RequestTrace {
+            ttft: Some(Duration::from_millis(10)),
+            gaps: vec![Duration::from_millis(5)],
+            tokens,
+            failed: false,
+        };
+        let failed = RequestTrace {
+            failed: true,
+            tokens: 1000,
+            ..RequestTrace::default()
+        };
+        Round {
+            traces: vec![ok, failed],
+            wall: Duration::from_secs(1),
+            peak_rss: steps << 20,
+            peak_cache: 0,
+            counted: Observed {
+                loads: 1,
+                steps,
+                step_sequences: steps * batch,
+            },
+        }
+    }
+
+    #[test]
+    fn each_round_is_compared_with_its_own_base_run() {
+        let rounds = [round(80, 10, 16), round(100, 30, 8), round(150, 10, 16)];
+        let row = summarise("s", 3, &rounds, &[100.0, 200.0, 150.0]);
+        // Ratios 0.8, 0.5 and 1.0: the median and the spread, not the
+        // aggregate 330 / 450.
+        assert!((row.ratio_to_base - 0.8).abs() < 1e-9, "{row:?}");
+        assert_eq!(row.ratio_range, (0.5, 1.0));
+        assert!(
+            (row.tokens_per_s - 110.0).abs() < 1e-9,
+            "failed requests do not count"
+        );
+        assert_eq!((row.requests, row.errors, row.loads), (3, 3, 3));
+        assert!((row.mean_batch - 560.0 / 50.0).abs() < 1e-9, "{row:?}");
+        assert_eq!(row.round_tokens_per_s, vec![80.0, 100.0, 150.0]);
+        assert_eq!(row.peak_rss_mib, 30.0);
+        assert_eq!(median(&[1.0, 2.0]), 1.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
     #[test]
     fn zipf_prefers_low_ranks_and_covers_the_range() {
         let zipf = Zipf::new(1000, 1.0);

@@ -14,11 +14,11 @@
 //! permutes the rows of those modules' `B` the same way, once; exporting
 //! and hashing undo it, so files and ids never depend on the base.
 //!
-//! Factors are held as f32 (exact) or f16 ([`LoraDtype`], half the memory
-//! and bandwidth), with `B` in column panels for the expand kernel
-//! ([`Panels`]). A runtime
-//! file ([`LoraAdapter::to_runtime_bytes`]) stores them exactly as held, so
-//! a serving node's cold load is a copy rather than a decode.
+//! Factors are held as f32 (exact), f16 ([`LoraDtype`], half the memory
+//! and bandwidth) or q8 (bytes with block scales, [`Q8Values`]), with `B` in
+//! column panels for the expand kernel ([`Panels`]). A runtime file
+//! ([`LoraAdapter::to_runtime_bytes`]) stores them exactly as held, so a
+//! serving node's cold load is a copy rather than a decode.
 
 mod batch;
 mod config;

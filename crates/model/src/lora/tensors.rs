@@ -1,6 +1,6 @@
 //! Reading and writing the `lora_A` / `lora_B` tensors of a PEFT safetensors file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
@@ -217,10 +217,11 @@ pub(super) fn read_all(
         .tensors()
         .into_iter()
         .partition(|(name, _)| source == Source::Runtime && name.ends_with(SCALES_SUFFIX));
+    let names: HashSet<&str> = factors.iter().map(|(n, _)| n.as_str()).collect();
     let mut scales = HashMap::new();
     for (name, view) in &scale_tensors {
         let owner = &name[..name.len() - SCALES_SUFFIX.len()];
-        if !factors.iter().any(|(n, _)| n == owner) {
+        if !names.contains(owner) {
             return Err(bad(format!("tensor `{name}` scales no tensor of the file")));
         }
         scales.insert(owner, view);
