@@ -157,21 +157,23 @@ fn cold_load(c: &mut Criterion) {
             })
         });
     }
-    let runtime = random_adapter(&base, 16, &ALL, 0)
-        .to_dtype(DTYPE)
-        .to_runtime_bytes()
-        .expect("a random adapter encodes");
-    let options = LoadOptions {
-        dtype: DTYPE,
-        ..LoadOptions::default()
-    };
-    group.bench_function(format!("from_runtime_bytes_{DTYPE}"), |b| {
-        b.iter(|| {
-            let a = LoraAdapter::from_runtime_bytes(&config, &runtime, &base, &options)
-                .expect("valid runtime file");
-            black_box(a.resident_bytes())
-        })
-    });
+    for dtype in [DTYPE, LoraDtype::Q8] {
+        let runtime = random_adapter(&base, 16, &ALL, 0)
+            .to_dtype(dtype)
+            .to_runtime_bytes()
+            .expect("a random adapter encodes");
+        let options = LoadOptions {
+            dtype,
+            ..LoadOptions::default()
+        };
+        group.bench_function(format!("from_runtime_bytes_{dtype}"), |b| {
+            b.iter(|| {
+                let a = LoraAdapter::from_runtime_bytes(&config, &runtime, &base, &options)
+                    .expect("valid runtime file");
+                black_box(a.resident_bytes())
+            })
+        });
+    }
     group.bench_function("read_file", |b| b.iter(|| black_box(read(&stored))));
     group.finish();
 }
