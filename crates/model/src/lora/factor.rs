@@ -264,12 +264,7 @@ fn rank_update_f16_portable(s: &[f32], w: &[f16], stride: usize, out: &mut [f32]
 fn has_f16_kernels() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-            && std::env::var("CREDENCE_KERNEL").map_or(true, |k| k != "portable")
-    })
+    *HAS.get_or_init(|| ops::has_avx2_fma() && is_x86_feature_detected!("f16c"))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -356,10 +351,7 @@ mod x86 {
             }
             i += 8;
         }
-        let v = _mm256_add_ps(acc0, acc1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let mut sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+        let mut sum = crate::ops::x86::hsum(_mm256_add_ps(acc0, acc1));
         while i < n {
             sum += x[i] * w[i].to_f32();
             i += 1;

@@ -77,7 +77,7 @@ impl Q8Values {
             "q8 dot: range outside the values"
         );
         #[cfg(target_arch = "x86_64")]
-        if start.is_multiple_of(Q8_BLOCK) && has_kernels() {
+        if start.is_multiple_of(Q8_BLOCK) && crate::ops::has_avx2_fma() {
             let end = start + x.len();
             // SAFETY: the CPU supports AVX2 and FMA (checked just above);
             // `start` begins a block, the range is in bounds (asserted), and
@@ -110,7 +110,7 @@ impl Q8Values {
         if [start, stride, out.len()]
             .iter()
             .all(|v| v.is_multiple_of(Q8_BLOCK))
-            && has_kernels()
+            && crate::ops::has_avx2_fma()
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above); the
             // rows lie inside the values (asserted) and each row is whole
@@ -128,17 +128,6 @@ impl Q8Values {
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_kernels() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && std::env::var("CREDENCE_KERNEL").map_or(true, |k| k != "portable")
-    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -203,10 +192,7 @@ mod x86 {
             unsafe { acc0 = _mm256_fmadd_ps(block(px, pq, i), scale(i), acc0) };
             i += Q8_BLOCK;
         }
-        let v = _mm256_add_ps(acc0, acc1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let mut sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+        let mut sum = crate::ops::x86::hsum(_mm256_add_ps(acc0, acc1));
         if i < n {
             let scale = scales[i / Q8_BLOCK];
             sum += (i..n).map(|j| x[j] * f32::from(q[j]) * scale).sum::<f32>();
