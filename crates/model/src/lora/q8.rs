@@ -79,15 +79,17 @@ impl Q8Values {
         #[cfg(target_arch = "x86_64")]
         if start.is_multiple_of(Q8_BLOCK) && crate::ops::has_avx2_fma() {
             let end = start + x.len();
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above);
-            // `start` begins a block, the range is in bounds (asserted), and
-            // its blocks' scales follow `start / Q8_BLOCK`.
+            let (q, scales) = (&self.values[start..end], &self.scales[start / Q8_BLOCK..]);
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), and
+            // AVX-512 F when that path is active; `start` begins a block, the
+            // range is in bounds (asserted), and its blocks' scales follow
+            // `start / Q8_BLOCK`.
             return unsafe {
-                x86::dot(
-                    x,
-                    &self.values[start..end],
-                    &self.scales[start / Q8_BLOCK..],
-                )
+                if has_avx512() {
+                    x86_512::dot(x, q, scales)
+                } else {
+                    x86::dot(x, q, scales)
+                }
             };
         }
         x.iter()
@@ -112,10 +114,18 @@ impl Q8Values {
             .all(|v| v.is_multiple_of(Q8_BLOCK))
             && crate::ops::has_avx2_fma()
         {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above); the
-            // rows lie inside the values (asserted) and each row is whole
-            // blocks, so block `b` of the values has scale `b`.
-            return unsafe { x86::rank_update(s, &self.values, &self.scales, start, stride, out) };
+            let (q, scales) = (&self.values, &self.scales);
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), and
+            // AVX-512 F when that path is active; the rows lie inside the
+            // values (asserted) and each row is whole blocks, so block `b` of
+            // the values has scale `b`.
+            return unsafe {
+                if has_avx512() {
+                    x86_512::rank_update(s, q, scales, start, stride, out)
+                } else {
+                    x86::rank_update(s, q, scales, start, stride, out)
+                }
+            };
         }
         self.rank_update_portable(s, start, stride, out);
     }
@@ -125,6 +135,136 @@ impl Q8Values {
             let row = start + k * stride;
             for (i, o) in out.iter_mut().enumerate() {
                 *o += sk * self.get(row + i);
+            }
+        }
+    }
+}
+
+/// Whether the AVX-512 kernels run: the CPU has them and
+/// `CREDENCE_KERNEL` does not ask for a lower path.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    crate::quant::Kernel::active() == crate::quant::Kernel::Avx512
+}
+
+/// The same kernels sixteen lanes wide: one instruction widens sixteen
+/// bytes, so a block takes half the instructions of the AVX2 path.
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use std::arch::x86_64::*;
+
+    use super::Q8_BLOCK;
+
+    /// Sixteen signed bytes at `p` widened to f32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; sixteen bytes at `p` are readable.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const i8) -> __m512 {
+        // SAFETY: sixteen readable bytes, as the caller guarantees.
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    }
+
+    /// As `super::x86::dot`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; as `super::x86::dot` otherwise.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot(x: &[f32], q: &[i8], scales: &[f32]) -> f32 {
+        let n = x.len().min(q.len());
+        let (px, pq) = (x.as_ptr(), q.as_ptr());
+        // SAFETY (both): block `i` lies inside `n` (checked by the loops
+        // below) and has a scale by the caller's contract.
+        let block = |i: usize| unsafe {
+            let t = _mm512_mul_ps(_mm512_loadu_ps(px.add(i)), load16(pq.add(i)));
+            _mm512_fmadd_ps(_mm512_loadu_ps(px.add(i + 16)), load16(pq.add(i + 16)), t)
+        };
+        let scale = |i: usize| unsafe { _mm512_set1_ps(*scales.get_unchecked(i / Q8_BLOCK)) };
+        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // Two blocks per iteration: two independent accumulator chains.
+        while i + 2 * Q8_BLOCK <= n {
+            acc0 = _mm512_fmadd_ps(block(i), scale(i), acc0);
+            let j = i + Q8_BLOCK;
+            acc1 = _mm512_fmadd_ps(block(j), scale(j), acc1);
+            i += 2 * Q8_BLOCK;
+        }
+        if i + Q8_BLOCK <= n {
+            acc0 = _mm512_fmadd_ps(block(i), scale(i), acc0);
+            i += Q8_BLOCK;
+        }
+        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        if i < n {
+            let scale = scales[i / Q8_BLOCK];
+            sum += (i..n).map(|j| x[j] * f32::from(q[j]) * scale).sum::<f32>();
+        }
+        sum
+    }
+
+    /// As `super::x86::rank_update`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; as `super::x86::rank_update` otherwise.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rank_update(
+        s: &[f32],
+        q: &[i8],
+        scales: &[f32],
+        start: usize,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let n = out.len();
+        let mut c = 0;
+        while c + 64 <= n {
+            // SAFETY: `out[c..c + 64]` exists and each row holds values c..c + 64.
+            unsafe { block::<4>(s, q, scales, start + c, stride, out.as_mut_ptr().add(c)) };
+            c += 64;
+        }
+        while c + Q8_BLOCK <= n {
+            // SAFETY: as above, for one block.
+            unsafe { block::<2>(s, q, scales, start + c, stride, out.as_mut_ptr().add(c)) };
+            c += Q8_BLOCK;
+        }
+    }
+
+    /// `16·V` outputs at `o` from the values at `at + j·stride`, `V` even (a
+    /// block of 32 values per two registers).
+    ///
+    /// # Safety
+    /// As [`rank_update`], with `at` a multiple of [`Q8_BLOCK`] and `16·V`
+    /// values readable in every row and writable at `o`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const V: usize>(
+        s: &[f32],
+        q: &[i8],
+        scales: &[f32],
+        at: usize,
+        stride: usize,
+        o: *mut f32,
+    ) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); V];
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(o.add(16 * i));
+            }
+            for (j, &sj) in s.iter().enumerate() {
+                let row = at + j * stride;
+                let r = q.as_ptr().add(row);
+                let first = row / Q8_BLOCK;
+                let mut sv = [_mm512_setzero_ps(); 2];
+                for (b, v) in sv.iter_mut().enumerate().take(V / 2) {
+                    *v = _mm512_set1_ps(sj * *scales.get_unchecked(first + b));
+                }
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(sv[i / 2], load16(r.add(16 * i)), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(o.add(16 * i), *a);
             }
         }
     }

@@ -23,6 +23,7 @@ mod tests;
 #[cfg(test)]
 mod tests_fixtures;
 
+pub(crate) use kernels::Kernel;
 pub use kernels::kernel_name;
 pub use matrix::QMatrix;
 pub use types::GgmlType;
