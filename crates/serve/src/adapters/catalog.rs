@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use credence_model::lora::LoraAdapter;
+use credence_model::lora::{LoraAdapter, LoraDtype};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Result};
@@ -17,23 +17,40 @@ pub(crate) struct Entry {
     pub(crate) min_rank: usize,
     /// Largest rank among them.
     pub(crate) max_rank: usize,
-    /// Bytes the factors take in memory.
+    /// Bytes the factors take in memory as the registering node held them.
     pub(crate) resident_bytes: usize,
+    /// Bytes the factors take held as each dtype, by name (absent from
+    /// catalogues written before nodes could change dtype between runs).
+    #[serde(default)]
+    pub(crate) bytes_by_dtype: BTreeMap<String, usize>,
     /// Unix seconds when it was registered.
     pub(crate) created: u64,
 }
 
 impl Entry {
-    /// `resident_bytes` is what the adapter takes in RAM as the registry holds it.
-    pub(crate) fn describe(adapter: &LoraAdapter, resident_bytes: usize, created: u64) -> Self {
+    /// `dtype` is what the registering node holds adapters as.
+    pub(crate) fn describe(adapter: &LoraAdapter, dtype: LoraDtype, created: u64) -> Self {
         let ranks = || adapter.pairs().map(|(_, _, p)| p.rank);
         Self {
             modules: adapter.pairs().count(),
             min_rank: ranks().min().unwrap_or(0),
             max_rank: ranks().max().unwrap_or(0),
-            resident_bytes,
+            resident_bytes: adapter.resident_bytes_as(dtype),
+            bytes_by_dtype: LoraDtype::ALL
+                .into_iter()
+                .map(|d| (d.to_string(), adapter.resident_bytes_as(d)))
+                .collect(),
             created,
         }
+    }
+
+    /// Bytes the factors take held as `dtype` (for an old entry, as its
+    /// registering node held them).
+    pub(crate) fn bytes_as(&self, dtype: LoraDtype) -> usize {
+        self.bytes_by_dtype
+            .get(dtype.as_str())
+            .copied()
+            .unwrap_or(self.resident_bytes)
     }
 }
 
@@ -118,8 +135,27 @@ mod tests {
             min_rank: 8,
             max_rank: 8,
             resident_bytes: 10,
+            bytes_by_dtype: BTreeMap::new(),
             created: 0,
         }
+    }
+
+    #[test]
+    fn sizes_follow_the_dtype_a_node_holds_and_old_entries_still_parse() {
+        let base = credence_model::testing::tiny_config(32);
+        let adapter =
+            credence_model::lora::random_adapter(&base, 4, &credence_model::lora::PROJECTIONS, 1);
+        let e = Entry::describe(&adapter, LoraDtype::F16, 0);
+        assert_eq!(e.resident_bytes, adapter.resident_bytes_as(LoraDtype::F16));
+        for d in LoraDtype::ALL {
+            assert_eq!(e.bytes_as(d), adapter.resident_bytes_as(d), "{d}");
+        }
+        assert!(e.bytes_as(LoraDtype::Q8) < e.bytes_as(LoraDtype::F16));
+        // A catalogue written before per-dtype sizes parses, reporting the
+        // size it recorded.
+        let old = r#"{"adapters":{"x":{"modules":1,"min_rank":8,"max_rank":8,"resident_bytes":10,"created":0}},"aliases":{}}"#;
+        let c = Catalog::parse(old.as_bytes()).unwrap();
+        assert_eq!(c.adapters["x"].bytes_as(LoraDtype::Q8), 10);
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl AdapterRegistry {
             self.blobs.put_runtime(&id, runtime).await?;
             next.adapters.insert(
                 id.clone(),
-                Entry::describe(&adapter, resident, crate::unix_now()),
+                Entry::describe(&adapter, self.dtype, crate::unix_now()),
             );
         }
         if let Some(alias) = alias {
@@ -377,7 +377,7 @@ impl AdapterRegistry {
             modules: entry.modules,
             min_rank: entry.min_rank,
             max_rank: entry.max_rank,
-            bytes: entry.resident_bytes,
+            bytes: entry.bytes_as(self.dtype),
             created: entry.created,
             resident,
             pinned,
