@@ -3,8 +3,11 @@
 //! block's largest magnitude / 127).
 //!
 //! With many distinct adapters in a decode step, each adapter's factors
-//! stream from DRAM once per step, so the step's LoRA cost is their size:
-//! 1.125 bytes per value here against 2 for f16. The rounding error is at
+//! stream from DRAM once per step; here they take 1.125 bytes per value
+//! against 2 for f16, and so does an adapter in the RAM cache and in its
+//! runtime file (measured on the development VM, docs/benchmarks.md: the
+//! step is about as fast as with f16, the cache and the cold reads from disk
+//! about half the size). The rounding error is at
 //! most half a step, 1/254 of the block's largest value, on a low-rank
 //! update that is itself a small correction to the base weights. The
 //! kernels widen the bytes to f32 in registers and accumulate in f32.
@@ -16,9 +19,10 @@ pub const Q8_BLOCK: usize = 32;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Q8Values {
     /// One signed byte per value, in [-127, 127].
-    pub values: Vec<i8>,
-    /// One scale per block of [`Q8_BLOCK`] values (the last block may be shorter).
-    pub scales: Vec<f32>,
+    pub(crate) values: Vec<i8>,
+    /// One scale per block of [`Q8_BLOCK`] values (the last block may be
+    /// shorter); the kernels rely on there being exactly that many.
+    pub(crate) scales: Vec<f32>,
 }
 
 impl Q8Values {
@@ -57,6 +61,15 @@ impl Q8Values {
         len + 4 * len.div_ceil(Q8_BLOCK)
     }
 
+    /// The kernels read a scale per block without bounds checks.
+    fn assert_scales(&self) {
+        assert_eq!(
+            self.scales.len(),
+            self.len().div_ceil(Q8_BLOCK),
+            "q8: one scale per block"
+        );
+    }
+
     /// Value `i`, widened.
     fn get(&self, i: usize) -> f32 {
         f32::from(self.values[i]) * self.scales[i / Q8_BLOCK]
@@ -76,6 +89,7 @@ impl Q8Values {
             start + x.len() <= self.len(),
             "q8 dot: range outside the values"
         );
+        self.assert_scales();
         #[cfg(target_arch = "x86_64")]
         if start.is_multiple_of(Q8_BLOCK) && crate::ops::has_avx2_fma() {
             let end = start + x.len();
@@ -108,6 +122,7 @@ impl Q8Values {
             k => start + (k - 1) * stride + out.len(),
         };
         assert!(needed <= self.len(), "q8 rank_update: matrix too short");
+        self.assert_scales();
         #[cfg(target_arch = "x86_64")]
         if [start, stride, out.len()]
             .iter()
