@@ -38,6 +38,7 @@ use credence_model::lora::{LoraDtype, PROJECTIONS, random_adapter};
 use credence_model::merge::merge_adapters;
 use credence_model::sampling::argmax;
 use credence_model::threadpool::ThreadPool;
+use credence_model::tokenizer::Tokenizer;
 use credence_model::weights::LayerTensor;
 use credence_serve::{AppState, ServeConfig};
 use serde::Serialize;
@@ -136,6 +137,9 @@ pub struct ScenarioResult {
     pub loads: u64,
     /// Sequences per engine forward step, on average.
     pub mean_batch: f64,
+    /// Share of the prompt tokens served from the prefix cache (KV blocks
+    /// of an earlier request with the same adapters and prompt start).
+    pub prompt_reuse: f64,
 }
 
 /// The whole report.
@@ -182,12 +186,12 @@ impl ServeBenchReport {
     /// The report as a markdown table.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| scenario | adapters | tok/s | × base | × base, rounds min–max | TTFT p50 / p99 ms | ITL p50 / p99 ms | mean batch | peak RSS MiB | adapter cache MiB | loads | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| scenario | adapters | tok/s | × base | × base, rounds min–max | TTFT p50 / p99 ms | ITL p50 / p99 ms | mean batch | prompt reused | peak RSS MiB | adapter cache MiB | loads | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for s in &self.scenarios {
             out.push_str(&format!(
-                "| {} | {} | {:.1} | {:.2} | {:.2}–{:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {} | {} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.2}–{:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {:.0}% | {:.0} | {:.0} | {} | {} |\n",
                 s.name,
                 s.adapters,
                 s.tokens_per_s,
@@ -199,6 +203,7 @@ impl ServeBenchReport {
                 s.itl_ms.0,
                 s.itl_ms.1,
                 s.mean_batch,
+                100.0 * s.prompt_reuse,
                 s.peak_rss_mib,
                 s.peak_cache_mib,
                 s.loads,
@@ -252,7 +257,7 @@ pub fn run_serve_bench(
 ) -> Result<ServeBenchReport> {
     config.validate()?;
     let model = Model::load(&config.model)?;
-    let prompt_source = model.tokenizer().encode(&BENCH_TEXT.repeat(8), false)?;
+    let prompts = Prompts::new(model.tokenizer(), config.prompt_tokens)?;
     let store_dir = config
         .work_dir
         .join(format!("bench-serve-{}", std::process::id()));
@@ -306,7 +311,7 @@ pub fn run_serve_bench(
         config,
         url,
         state: &state,
-        prompt_source: &prompt_source,
+        prompts: &prompts,
         progress,
     };
     bench.warm_up()?;
@@ -370,7 +375,7 @@ pub fn run_serve_bench(
             &base_config,
             &base_weights,
             &adapters,
-            &prompt_source,
+            &prompts,
             threads,
             progress,
         )?;
@@ -499,36 +504,76 @@ fn unit(x: u64) -> f64 {
 struct RequestTrace {
     ttft: Option<Duration>,
     gaps: Vec<Duration>,
+    /// Prompt tokens sent.
+    prompt_tokens: usize,
+    /// Tokens generated.
     tokens: usize,
     failed: bool,
+}
+
+/// The benchmark's prompts: `len` tokens each, cut from [`BENCH_TEXT`] at
+/// varying offsets and each opened by its own number, so no two requests of
+/// a run share a first block. Otherwise the prefix cache would skip part of
+/// the prompts of some scenarios (requests on the base model share cached
+/// blocks, requests on different adapters cannot) and the comparison would
+/// measure cache hits instead of the cost of serving adapters.
+struct Prompts {
+    text: Vec<u32>,
+    digits: Vec<u32>,
+    separator: Vec<u32>,
+    len: usize,
+    issued: AtomicUsize,
+}
+
+impl Prompts {
+    fn new(tokenizer: &Tokenizer, len: usize) -> Result<Self> {
+        let encode = |s: &str| tokenizer.encode(s, false);
+        let digits = (0..10)
+            .map(|d| encode(&d.to_string()))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .concat();
+        if digits.len() != 10 {
+            return Err(Error::config(
+                "model",
+                "the tokenizer does not give each digit one token",
+            ));
+        }
+        Ok(Self {
+            text: encode(&BENCH_TEXT.repeat(8))?,
+            digits,
+            separator: encode(". ")?,
+            len,
+            issued: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next request's prompt.
+    fn next(&self) -> Vec<u32> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let decimal = n.to_string();
+        let number = decimal.bytes().map(|b| self.digits[usize::from(b - b'0')]);
+        let room = self.text.len().saturating_sub(self.len).max(1);
+        let text = self.text.iter().cycle().skip(n * 37 % room);
+        number
+            .chain(self.separator.iter().copied())
+            .chain(text.copied())
+            .take(self.len)
+            .collect()
+    }
 }
 
 struct Runner<'a> {
     config: &'a ServeBenchConfig,
     url: String,
     state: &'a AppState,
-    prompt_source: &'a [u32],
+    prompts: &'a Prompts,
     progress: Progress<'a>,
 }
 
 impl Runner<'_> {
-    /// The prompt of request `n`: `prompt_tokens` tokens cut at an offset.
-    fn prompt(&self, n: usize) -> Vec<u32> {
-        let len = self.config.prompt_tokens;
-        let room = self.prompt_source.len().saturating_sub(len).max(1);
-        let start = (n * 37) % room;
-        self.prompt_source
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(len)
-            .copied()
-            .collect()
-    }
-
     fn warm_up(&self) -> Result<()> {
         let agent = agent();
-        let trace = stream_request(&agent, &self.url, "base", &self.prompt(0), 4);
+        let trace = stream_request(&agent, &self.url, "base", &self.prompts.next(), 4);
         if trace.failed {
             return Err(Error::config("model", "the warm-up request failed"));
         }
@@ -586,7 +631,7 @@ impl Runner<'_> {
                             &agent,
                             &self.url,
                             &model,
-                            &self.prompt(n),
+                            &self.prompts.next(),
                             config.gen_tokens,
                         );
                         traces.lock().unwrap_or_else(|e| e.into_inner()).push(trace);
@@ -615,6 +660,8 @@ struct Observed {
     loads: u64,
     steps: u64,
     step_sequences: u64,
+    /// Prompt tokens taken from the prefix cache instead of computed.
+    prefix_hit_tokens: u64,
 }
 
 impl Observed {
@@ -624,6 +671,7 @@ impl Observed {
             loads: state.adapters().cache_stats().loads.load(Ordering::Relaxed),
             steps: engine.steps,
             step_sequences: engine.step_sequences,
+            prefix_hit_tokens: engine.prefix_hit_tokens,
         }
     }
 
@@ -632,6 +680,7 @@ impl Observed {
             loads: self.loads - before.loads,
             steps: self.steps - before.steps,
             step_sequences: self.step_sequences - before.step_sequences,
+            prefix_hit_tokens: self.prefix_hit_tokens - before.prefix_hit_tokens,
         }
     }
 }
@@ -686,7 +735,10 @@ fn stream_request(
         "stream_options": {"include_usage": true},
     });
     let sent = Instant::now();
-    let mut trace = RequestTrace::default();
+    let mut trace = RequestTrace {
+        prompt_tokens: prompt.len(),
+        ..RequestTrace::default()
+    };
     let response = agent
         .post(url)
         .header("content-type", "application/json")
@@ -813,9 +865,11 @@ fn summarise(name: &str, adapters: usize, rounds: &[Round], base_rates: &[f64]) 
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let (steps, step_sequences) = rounds.iter().fold((0, 0), |(s, q), r| {
-        (s + r.counted.steps, q + r.counted.step_sequences)
+    let (steps, step_sequences, prefix_hits) = rounds.iter().fold((0, 0, 0), |(s, q, h), r| {
+        let c = &r.counted;
+        (s + c.steps, q + c.step_sequences, h + c.prefix_hit_tokens)
     });
+    let prompt_tokens: usize = traces.iter().map(|t| t.prompt_tokens).sum();
     let mut ttft: Vec<Duration> = ok.iter().filter_map(|t| t.ttft).collect();
     let mut gaps: Vec<Duration> = ok.iter().flat_map(|t| t.gaps.iter().copied()).collect();
     ScenarioResult {
@@ -842,6 +896,7 @@ fn summarise(name: &str, adapters: usize, rounds: &[Round], base_rates: &[f64]) 
         peak_cache_mib: mib(rounds.iter().map(|r| r.peak_cache).max().unwrap_or(0)),
         loads: rounds.iter().map(|r| r.counted.loads).sum(),
         mean_batch: step_sequences as f64 / steps.max(1) as f64,
+        prompt_reuse: prefix_hits as f64 / prompt_tokens.max(1) as f64,
     }
 }
 
@@ -904,7 +959,7 @@ fn merge_baseline(
     base_config: &credence_model::config::LlamaConfig,
     base_weights: &credence_model::weights::ModelWeights,
     adapters: &[Arc<credence_model::lora::LoraAdapter>],
-    prompt_source: &[u32],
+    prompts: &Prompts,
     threads: usize,
     progress: Progress<'_>,
 ) -> Result<Round> {
@@ -921,15 +976,12 @@ fn merge_baseline(
         let merged = merge_adapters(base_weights, &mix, None)?;
         let model = Transformer::new(base_config.clone(), merged)?;
         let len = config.prompt_tokens;
-        let prompt: Vec<u32> = prompt_source
-            .iter()
-            .cycle()
-            .skip(n * 37)
-            .take(len)
-            .copied()
-            .collect();
+        let prompt = prompts.next();
         let mut cache: KvCache = model.new_cache(len + config.gen_tokens);
-        let mut trace = RequestTrace::default();
+        let mut trace = RequestTrace {
+            prompt_tokens: prompt.len(),
+            ..RequestTrace::default()
+        };
         let mut input = prompt;
         let mut last = sent;
         for _ in 0..config.gen_tokens {
@@ -961,6 +1013,7 @@ fn merge_baseline(
             loads: 0,
             steps,
             step_sequences: steps,
+            prefix_hit_tokens: 0,
         },
     })
 }
@@ -975,6 +1028,7 @@ mod tests {
         let ok = RequestTrace {
             ttft: Some(Duration::from_millis(10)),
             gaps: vec![Duration::from_millis(5)],
+            prompt_tokens: 16,
             tokens,
             failed: false,
         };
@@ -992,6 +1046,7 @@ mod tests {
                 loads: 1,
                 steps,
                 step_sequences: steps * batch,
+                prefix_hit_tokens: 8,
             },
         }
     }
@@ -1010,6 +1065,8 @@ mod tests {
         );
         assert_eq!((row.requests, row.errors, row.loads), (3, 3, 3));
         assert!((row.mean_batch - 560.0 / 50.0).abs() < 1e-9, "{row:?}");
+        // 8 reused tokens a round against the 16 its finished request sent.
+        assert!((row.prompt_reuse - 24.0 / 48.0).abs() < 1e-9, "{row:?}");
         assert_eq!(row.round_tokens_per_s, vec![80.0, 100.0, 150.0]);
         assert_eq!(row.peak_rss_mib, 30.0);
         assert_eq!(median(&[1.0, 2.0]), 1.5);

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use credence_model::generate::{GenerateParams, SamplingParams};
 use credence_model::llama::Model;
+use credence_model::lora::LoraDtype;
 use credence_node::bench::{BenchConfig, run_generate_bench};
+use credence_node::bench_serve::{ServeBenchConfig, run_serve_bench};
 use credence_node::generate::{GenerateRequest, generate_text};
 use credence_node::models::{self, Progress};
 use credence_node::{Node, NodeConfig};
@@ -164,6 +166,47 @@ fn bench_reports_every_measurement() {
         serde_json::from_str(&report.to_json().expect("json")).expect("valid");
     assert_eq!(json["engine"], "credence");
     assert!(report.table().contains("pp32"));
+}
+
+#[test]
+fn serve_bench_runs_every_scenario_without_reusing_prompts() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = ServeBenchConfig {
+        model: model_path(),
+        threads: 2,
+        clients: 3,
+        requests: 4,
+        prompt_tokens: 20,
+        gen_tokens: 3,
+        adapter_counts: vec![3],
+        cache_mib: 64,
+        lora_dtype: LoraDtype::F16,
+        zipf_s: 1.0,
+        cold_loads: 2,
+        merge_requests: 1,
+        rounds: 2,
+        work_dir: work.path().to_owned(),
+        seed: 7,
+    };
+    let report = run_serve_bench(&config, &|_, _, _| {}).expect("bench runs");
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    for s in &report.scenarios {
+        assert_eq!(s.errors, 0, "{}", s.name);
+        assert!(s.tokens_per_s > 0.0 && s.ratio_to_base > 0.0, "{s:?}");
+        // Every request's prompt is its own: scenarios compare computed
+        // prompts, not prefix-cache hits.
+        assert_eq!(s.prompt_reuse, 0.0, "{}", s.name);
+    }
+    let engine = &report.scenarios[..5];
+    assert!(engine.iter().all(|s| s.requests == 4 * 2), "{engine:?}");
+    assert_eq!(report.cold_loads.len(), 1);
+    assert_eq!(report.cold_loads[0].loads, 2);
+    assert!(report.table().contains("prompt reused"));
+    assert!(
+        work.path().read_dir().expect("work dir").next().is_none(),
+        "store removed"
+    );
 }
 
 #[cfg(unix)]
