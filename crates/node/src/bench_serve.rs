@@ -21,10 +21,8 @@
 //!
 //! Adapters are registered as scenarios need them, so an `N adapters`
 //! scenario runs with N adapters in the store. After each, cold loads are
-//! timed: rank-16 all-linear adapters are dropped from the RAM cache and
-//! loaded again from the store's files (whether those are still in the OS
-//! page cache depends on the store's size and the machine: with 1,000
-//! adapters the store holds about 18 GB).
+//! timed ([`cold_load`]): from the page cache, and from the disk against
+//! reading the same file alone.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -34,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use credence_model::kv::KvCache;
 use credence_model::llama::{BatchSeq, Model, Transformer, WeightedAdapter};
-use credence_model::lora::{LoraDtype, PROJECTIONS, random_adapter};
+use credence_model::lora::{LoraDtype, PROJECTIONS, random_adapter, runtime_file_name};
 use credence_model::merge::merge_adapters;
 use credence_model::sampling::argmax;
 use credence_model::threadpool::ThreadPool;
@@ -42,6 +40,11 @@ use credence_model::tokenizer::Tokenizer;
 use credence_model::weights::LayerTensor;
 use credence_serve::{AppState, ServeConfig};
 use serde::Serialize;
+
+mod cold_load;
+
+pub use cold_load::ColdLoads;
+use cold_load::{StoreFiles, cold_loads};
 
 use crate::bench::BENCH_TEXT;
 use crate::error::{Error, Result};
@@ -164,19 +167,6 @@ pub struct ServeBenchReport {
     pub cold_loads: Vec<ColdLoads>,
 }
 
-/// Cold-load latency with a given number of adapters in the store.
-#[derive(Debug, Clone, Serialize)]
-pub struct ColdLoads {
-    /// Adapters registered in the store when the loads were timed.
-    pub store_adapters: usize,
-    /// Loads timed.
-    pub loads: usize,
-    /// Latency, ms (p50, p99).
-    pub ms: (f64, f64),
-    /// Size of the adapter in RAM, MiB.
-    pub adapter_mib: f64,
-}
-
 impl ServeBenchReport {
     /// The report as pretty JSON.
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -212,10 +202,8 @@ impl ServeBenchReport {
         }
         out.push_str(&format!("\nAdapters held as {}.\n", self.lora_dtype));
         for c in &self.cold_loads {
-            out.push_str(&format!(
-                "Cold load of a rank-16 all-linear adapter ({:.1} MiB in RAM), {} adapters in the store, {} loads: p50 {:.2} ms, p99 {:.2} ms\n",
-                c.adapter_mib, c.store_adapters, c.loads, c.ms.0, c.ms.1
-            ));
+            out.push_str(&c.line());
+            out.push('\n');
         }
         out
     }
@@ -277,6 +265,11 @@ pub fn run_serve_bench(
     };
     let base_weights = model.transformer().weights().clone();
     let base_config = model.config().clone();
+    let runtime_file = runtime_file_name(&base_config, config.lora_dtype);
+    let store_files = StoreFiles {
+        root: &store_dir,
+        runtime_file: &runtime_file,
+    };
     let threads = crate::config::effective_threads(config.threads);
     let state = runtime
         .block_on(AppState::new(model, threads, serve_config))
@@ -347,7 +340,20 @@ pub fn run_serve_bench(
                 .0,
         );
         if config.cold_loads > 0 {
-            cold.push(runtime.block_on(cold_loads(&state, &ids, config.cold_loads, progress))?);
+            let candidates: Vec<&String> = ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| is_rank16_all_linear(*i))
+                .map(|(_, id)| id)
+                .collect();
+            cold.push(runtime.block_on(cold_loads(
+                &state,
+                &store_files,
+                &candidates,
+                ids.len(),
+                config.cold_loads,
+                progress,
+            ))?);
         }
     }
     if config.merge_requests > 0 {
@@ -907,50 +913,6 @@ fn median(sorted: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
-}
-
-/// Times `count` loads of rank-16 all-linear adapters from the store (which
-/// holds `ids`) into RAM.
-async fn cold_loads(
-    state: &AppState,
-    ids: &[String],
-    count: usize,
-    progress: Progress<'_>,
-) -> Result<ColdLoads> {
-    let candidates: Vec<&String> = ids
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| is_rank16_all_linear(*i))
-        .map(|(_, id)| id)
-        .collect();
-    let registry = state.adapters();
-    let mut times = Vec::with_capacity(count);
-    let mut size = 0;
-    for (n, id) in candidates
-        .iter()
-        .cycle()
-        .take(if candidates.is_empty() { 0 } else { count })
-        .enumerate()
-    {
-        let _ = registry.unload(id);
-        let started = Instant::now();
-        let info = registry
-            .load(id, false)
-            .await
-            .map_err(|e| Error::config("adapters", format!("cold load of {id}: {e}")))?;
-        times.push(started.elapsed());
-        size = info.bytes;
-        let _ = registry.unload(id);
-        progress("cold loads", n as u64 + 1, count as u64);
-    }
-    let p50 = percentile_ms(&mut times, 50.0);
-    let p99 = percentile_ms(&mut times, 99.0);
-    Ok(ColdLoads {
-        store_adapters: ids.len(),
-        loads: times.len(),
-        ms: (p50, p99),
-        adapter_mib: mib(size as u64),
-    })
 }
 
 /// The baseline: per request, merge its adapter into the weights and run it alone.

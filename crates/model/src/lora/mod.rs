@@ -326,11 +326,15 @@ fn map_file(path: &Path) -> Result<Option<Mmap>> {
     // place, so the mapped bytes do not change under us; as with every
     // mmap-based loader, another process truncating the file meanwhile is
     // outside what is supported. Bounds are checked by the safetensors parser.
-    // Populated: every page is about to be read once, and mapping them all
-    // in one call costs far less than a page fault per few pages (each a
-    // VM exit on virtualised hosts).
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-        .map_err(|e| Error::io(path, e))?;
+    let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::io(path, e))?;
+    // Every page is about to be read once: ask for all of them now, without
+    // waiting, so a file on disk is read while the first tensors decode.
+    // (Populating the map up front instead made a load from disk wait for
+    // the whole read before decoding anything: 1.47× a plain read of the
+    // file, against 1.1–1.2× this way.) The advice is only a hint, so a
+    // refusal changes nothing.
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(Some(map))
 }
 

@@ -201,7 +201,23 @@ fn serve_bench_runs_every_scenario_without_reusing_prompts() {
     let engine = &report.scenarios[..5];
     assert!(engine.iter().all(|s| s.requests == 4 * 2), "{engine:?}");
     assert_eq!(report.cold_loads.len(), 1);
-    assert_eq!(report.cold_loads[0].loads, 2);
+    let cold = &report.cold_loads[0];
+    assert_eq!(cold.loads, 2);
+    assert!(
+        cold.cached_ms.0 > 0.0 && cold.cached_ms.0 <= cold.cached_ms.1,
+        "{cold:?}"
+    );
+    if cfg!(target_os = "linux") {
+        let (disk, read) = (
+            cold.disk_ms.expect("disk"),
+            cold.disk_read_ms.expect("read"),
+        );
+        assert!(disk.0 > 0.0 && read.0 > 0.0, "{cold:?}");
+        assert!(
+            cold.file_mib > 1.0,
+            "a rank-16 all-linear f16 file: {cold:?}"
+        );
+    }
     assert!(report.table().contains("prompt reused"));
     assert!(
         work.path().read_dir().expect("work dir").next().is_none(),
