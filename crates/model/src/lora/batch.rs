@@ -9,27 +9,36 @@
 //! however many sequences share the adapter.
 //!
 //! Both halves run on the worker pool. Adapters whose rows intersect (mixed
-//! in one sequence) add to the same output elements, so they form a cluster
-//! that no two tasks ever split by rows. With many clusters (many distinct
-//! adapters, where the factors stream from DRAM) a task is one whole
-//! cluster, shrink then expand, reading each adapter's A and B back to back.
-//! With few (one popular adapter, a long prompt) the shrink is split into
-//! (adapter, block of A rows, chunk of rows) tasks and the expand into
-//! (cluster, chunk of output columns) tasks, so even one adapter uses every
-//! thread.
+//! in one sequence) add to the same output elements, so they form a cluster;
+//! a task owns a window of a cluster's rows, shrink then expand, so no two
+//! tasks write one element. Three cases:
+//!
+//! * many clusters (many distinct adapters, whose factors stream from
+//!   DRAM): a task is one whole cluster, reading each adapter's A and B back
+//!   to back;
+//! * few clusters over many rows (a popular adapter, a prompt): the rows are
+//!   cut into windows, about one per thread; each task reads the factors
+//!   (by then in cache) for its rows, four rows at a time ([`TILE`]);
+//! * few clusters over a few rows: the shrink is split into (adapter, block
+//!   of A rows, chunk of rows) tasks and the expand into (cluster, chunk of
+//!   output columns) tasks, so even one row uses every thread.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::llama::WeightedAdapter;
-use crate::lora::{LoraAdapter, LoraPair};
+use crate::lora::{LoraAdapter, LoraPair, TILE};
 use crate::threadpool::{SharedMut, ThreadPool};
 use crate::weights::LayerTensor;
 
 /// With at least this many clusters per thread, each task handles whole
 /// clusters (see the module documentation).
 const FUSED_CLUSTERS_PER_THREAD: usize = 2;
+
+/// Most rows in one window of a fused task: long prompts are split into
+/// more windows than threads, so uneven tasks still balance.
+const WINDOW_MAX_ROWS: usize = 64;
 
 /// Rows of A handled by one shrink task.
 const SHRINK_BLOCK: usize = 8;
@@ -101,8 +110,21 @@ impl<'a> LoraBatch<'a> {
                         &mut groups[last]
                     }
                 };
-                group.rows.extend(rows.clone().map(|r| (r, wa.weight)));
+                // A sequence naming the same adapter twice adds its weights:
+                // a row appears once per group, so the tiled kernels never
+                // write one output row through two slices.
+                match group.rows.iter().position(|&(r, _)| r == rows.start) {
+                    Some(at) => group.rows[at..at + rows.len()]
+                        .iter_mut()
+                        .for_each(|(_, w)| *w += wa.weight),
+                    None => group.rows.extend(rows.clone().map(|r| (r, wa.weight))),
+                }
             }
+        }
+        // Ascending rows let a task find its window of a job's rows by
+        // bisection (see `row_windows`).
+        for g in &mut groups {
+            g.rows.sort_by_key(|&(r, _)| r);
         }
         Self { groups, seqs }
     }
@@ -162,11 +184,15 @@ impl<'a> LoraBatch<'a> {
             in_dim,
             out_width,
         };
-        if clusters.len() >= FUSED_CLUSTERS_PER_THREAD * pool.threads() {
-            p.fused(&run, &mut shrunk, out);
+        let threads = pool.threads();
+        if clusters.len() >= FUSED_CLUSTERS_PER_THREAD * threads {
+            let whole: Vec<Task> = (0..clusters.len()).map(|c| (c, 0..usize::MAX)).collect();
+            p.fused(&run, &whole, &mut shrunk, out);
+        } else if let Some(windows) = row_windows(&jobs, &clusters, threads) {
+            p.fused(&run, &windows, &mut shrunk, out);
         } else {
             p.shrink(&run, &mut shrunk);
-            p.expand(&run, pool.threads(), &shrunk, out);
+            p.expand(&run, threads, &shrunk, out);
         }
         Ok(())
     }
@@ -285,21 +311,36 @@ struct Projection<'p> {
 }
 
 impl Projection<'_> {
-    /// Many adapters: one task per cluster, each adapter's shrink followed
-    /// at once by its expand. Every task then streams A and B of its adapters
-    /// back to back, which is what matters when the factors come from DRAM
-    /// (measured: separate shrink and expand phases were ~20% slower there).
-    fn fused(&self, run: Runner<'_>, shrunk: &mut [f32], out: &mut [f32]) {
+    /// One task per `(cluster, window of rows)`: for each of the cluster's
+    /// adapters, the shrink of its rows in the window followed at once by
+    /// their expand.
+    ///
+    /// With many adapters each task is a whole cluster, and streams A and B
+    /// of its adapters back to back, which is what matters when the factors
+    /// come from DRAM (measured: separate shrink and expand phases were ~20%
+    /// slower there). With one adapter over many rows the windows split its
+    /// rows among the threads: each reads the (cached) factors once for its
+    /// rows, and there is no barrier between shrink and expand.
+    fn fused(&self, run: Runner<'_>, tasks: &[Task], shrunk: &mut [f32], out: &mut [f32]) {
         let s = SharedMut::new(shrunk);
         let o = SharedMut::new(out);
-        run(self.clusters.len(), &|c| {
-            for job in self.clusters[c].iter().map(|&j| &self.jobs[j]) {
-                // SAFETY: the job's shrink rows and the cluster's output rows
-                // belong to this task alone.
+        run(tasks.len(), &|t| {
+            let (c, window) = &tasks[t];
+            for job in self.clusters[*c].iter().map(|&j| &self.jobs[j]) {
+                let first = job.rows.partition_point(|&(r, _)| r < window.start);
+                let end = job.rows.partition_point(|&(r, _)| r < window.end);
+                let (rows, rank) = (&job.rows[first..end], job.pair.rank);
+                if rows.is_empty() {
+                    continue;
+                }
+                // SAFETY: the job's shrink rows `first..end` and the
+                // cluster's output rows in the window belong to this task
+                // alone (windows of a cluster do not overlap).
                 unsafe {
-                    self.shrink_rows(job, 0..job.pair.rank, job.rows, 0, &s);
-                    let mine = s.slice(job.offset..job.offset + job.rows.len() * job.pair.rank);
-                    self.expand_rows(job, 0..job.pair.out_dim, mine, &o);
+                    self.shrink_rows(job, 0..rank, rows, first, &s);
+                    let at = job.offset + first * rank;
+                    let mine = s.slice(at..job.offset + end * rank);
+                    self.expand_rows(job, first..end, 0..job.pair.out_dim, mine, &o);
                 }
             }
         });
@@ -355,7 +396,7 @@ impl Projection<'_> {
             for job in self.clusters[*c].iter().map(|&j| &self.jobs[j]) {
                 let mine = &shrunk[job.offset..job.offset + job.rows.len() * job.pair.rank];
                 // SAFETY: only this task writes columns `cols` of its cluster's rows.
-                unsafe { self.expand_rows(job, cols.clone(), mine, &o) };
+                unsafe { self.expand_rows(job, 0..job.rows.len(), cols.clone(), mine, &o) };
             }
         });
     }
@@ -375,27 +416,48 @@ impl Projection<'_> {
         first: usize,
         s: &SharedMut<'_, f32>,
     ) {
-        let (in_dim, rank) = (self.in_dim, job.pair.rank);
+        let (in_dim, rank, scale) = (self.in_dim, job.pair.rank, job.pair.scale);
+        let x_row = |row: usize| &self.x[row * in_dim..(row + 1) * in_dim];
+        let put = |i: usize, k: usize, value: f32| {
+            let at = job.offset + i * rank + k;
+            // SAFETY: exclusive by the caller's contract.
+            let slot = unsafe { s.slice(at..at + 1) };
+            slot[0] = value;
+        };
         for k in ks {
-            for (i, &(row, weight)) in (first..).zip(rows) {
-                let at = job.offset + i * rank + k;
-                // SAFETY: exclusive by the caller's contract.
-                let v = unsafe { s.slice(at..at + 1) };
-                let xr = &self.x[row * in_dim..(row + 1) * in_dim];
-                v[0] = job.pair.a.dot(k * in_dim, xr) * weight * job.pair.scale;
+            let (tiles, rest) = rows.as_chunks::<TILE>();
+            let mut i = first;
+            for tile in tiles {
+                let dots = job
+                    .pair
+                    .a
+                    .dot_tile(k * in_dim, tile.map(|(row, _)| x_row(row)));
+                for (t, &(_, weight)) in tile.iter().enumerate() {
+                    put(i + t, k, dots[t] * weight * scale);
+                }
+                i += TILE;
+            }
+            for (i, &(row, weight)) in (i..).zip(rest) {
+                put(
+                    i,
+                    k,
+                    job.pair.a.dot(k * in_dim, x_row(row)) * weight * scale,
+                );
             }
         }
     }
 
-    /// `out[row, column + cols] += S[i]·B[cols]ᵀ` for every row of the job,
-    /// `s` being the job's `[rows, rank]` shrink output.
+    /// `out[row, column + cols] += S[i]·B[cols]ᵀ` for the job's rows
+    /// `index` (entries of `job.rows`), `s` being their `[rows, rank]`
+    /// shrink output.
     ///
     /// # Safety
-    /// No other live slice of `out` may cover columns `cols` of the job's
-    /// rows in its part.
+    /// No other live slice of `out` may cover columns `cols` of these rows
+    /// in the job's part.
     unsafe fn expand_rows(
         &self,
         job: &Job<'_>,
+        index: Range<usize>,
         cols: Range<usize>,
         s: &[f32],
         out: &SharedMut<'_, f32>,
@@ -403,17 +465,66 @@ impl Projection<'_> {
         let (rank, out_dim) = (job.pair.rank, job.pair.out_dim);
         let cols = cols.start.min(out_dim)..cols.end.min(out_dim);
         let column = self.parts[job.part].1;
-        for (i, &(row, _)) in job.rows.iter().enumerate() {
-            let sr = &s[i * rank..(i + 1) * rank];
+        let s_row = |i: usize| &s[i * rank..(i + 1) * rank];
+        // SAFETY: exclusive by the caller's contract; in bounds because
+        // parts were checked against `out_width`.
+        let out_row = |row: usize| {
             let at = row * self.out_width + column;
-            // SAFETY: exclusive by the caller's contract; in bounds because
-            // parts were checked against `out_width`.
-            let o = unsafe { out.slice(at + cols.start..at + cols.end) };
-            job.pair
-                .b_panels
-                .panel_update(sr, job.pair.panels(), cols.clone(), o);
+            unsafe { out.slice(at + cols.start..at + cols.end) }
+        };
+        let (pair, panels) = (job.pair, job.pair.panels());
+        let (tiles, rest) = job.rows[index].as_chunks::<TILE>();
+        let mut i = 0;
+        for tile in tiles {
+            // A row appears once in a job (see `LoraBatch::new`), so the
+            // four output slices are disjoint.
+            let s_rows = std::array::from_fn(|t| s_row(i + t));
+            let outs = tile.map(|(row, _)| out_row(row));
+            pair.b_panels
+                .panel_update_tile(s_rows, panels, cols.clone(), outs);
+            i += TILE;
+        }
+        for (i, &(row, _)) in (i..).zip(rest) {
+            pair.b_panels
+                .panel_update(s_row(i), panels, cols.clone(), out_row(row));
         }
     }
+}
+
+/// A fused task: a cluster and the window of batch rows it handles.
+type Task = (usize, Range<usize>);
+
+/// Windows of rows splitting the clusters' rows among `threads`, when there
+/// are enough rows for every thread to get whole tiles; `None` otherwise
+/// (a few rows of one adapter are better split by factor rows and output
+/// columns).
+fn row_windows(jobs: &[Job<'_>], clusters: &[Vec<usize>], threads: usize) -> Option<Vec<Task>> {
+    let rows_of = |members: &[usize]| {
+        let mut rows: Vec<usize> = members
+            .iter()
+            .flat_map(|&j| jobs[j].rows.iter().map(|&(r, _)| r))
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    };
+    let rows: Vec<Vec<usize>> = clusters.iter().map(|m| rows_of(m)).collect();
+    let total: usize = rows.iter().map(Vec::len).sum();
+    if total < TILE * threads.max(2) {
+        return None;
+    }
+    let chunk = total
+        .div_ceil(threads.max(1))
+        .next_multiple_of(TILE)
+        .min(WINDOW_MAX_ROWS);
+    let mut tasks = Vec::new();
+    for (c, rows) in rows.iter().enumerate() {
+        for piece in rows.chunks(chunk) {
+            let (first, last) = (piece[0], piece[piece.len() - 1]);
+            tasks.push((c, first..last + 1));
+        }
+    }
+    Some(tasks)
 }
 
 /// Groups jobs of the same part whose rows intersect (union-find over the
@@ -599,6 +710,76 @@ mod tests {
             let rounding = worst(&grouped[copy * h..(copy + 1) * h], &grouped[..h]);
             assert!(rounding < 2e-2, "row {copy}: {rounding}");
             assert_ne!(grouped[..h], grouped[copy * h..(copy + 1) * h]);
+        }
+    }
+
+    #[test]
+    fn an_adapter_named_twice_in_a_sequence_adds_its_weights() {
+        let c = tiny_config(32);
+        let a = Arc::new(random_adapter(&c, 8, &ALL, 5));
+        let twice = [wa(&a, 0.5), wa(&a, 0.25)];
+        let once = [wa(&a, 0.75)];
+        // Six rows: one tile of four and two rows alone.
+        let doubled = LoraBatch::new([(&twice[..], 0..6)]);
+        assert_eq!(doubled.groups[0].rows.len(), 6, "each row once");
+        let single = LoraBatch::new([(&once[..], 0..6)]);
+        let (h, q) = (c.hidden_size, c.q_dim());
+        let x = TestRng::new(6).vec(6 * h, 1.0);
+        let base = TestRng::new(7).vec(6 * q, 1.0);
+        let parts = [(LayerTensor::Q, 0)];
+        let pool = ThreadPool::new(2);
+        let (mut got, mut want, mut serial) = (base.clone(), base.clone(), base.clone());
+        doubled.add(&pool, 0, &parts, &x, h, &mut got, q).unwrap();
+        single.add(&pool, 0, &parts, &x, h, &mut want, q).unwrap();
+        doubled.add_serial(0, &parts, &x, h, &mut serial, q);
+        for (g, (w, s)) in got.iter().zip(want.iter().zip(&serial)) {
+            assert!((g - w).abs() < 1e-4 && (g - s).abs() < 1e-4, "{g} {w} {s}");
+        }
+        assert_ne!(got, base);
+    }
+
+    #[test]
+    fn a_long_prompt_split_into_row_windows_equals_serial() {
+        let c = tiny_config(32);
+        let shared = Arc::new(random_adapter(&c, 16, &ALL, 11));
+        let other = Arc::new(random_adapter(&c, 5, &ALL, 12).to_dtype(crate::lora::LoraDtype::F16));
+        let (one, two) = ([wa(&shared, 0.8)], [wa(&other, 1.0), wa(&shared, 0.5)]);
+        // A 37-token prompt, then a sequence of 3 rows mixing both adapters.
+        let batch = LoraBatch::new([(&one[..], 0..37), (&two[..], 37..40)]);
+        let (h, ff) = (c.hidden_size, c.intermediate_size);
+        let parts = [(LayerTensor::Down, 0)];
+        let x = TestRng::new(13).vec(40 * ff, 1.0);
+        let base = TestRng::new(14).vec(40 * h, 1.0);
+        let (jobs, _) = batch.jobs(0, &parts);
+        let clusters = clusters(&jobs, 1, 40);
+        assert_eq!(clusters.len(), 1, "the mixed sequence joins both adapters");
+        let windows = row_windows(&jobs, &clusters, 2).expect("enough rows");
+        assert_eq!(windows, vec![(0, 0..20), (0, 20..40)]);
+        assert_eq!(
+            row_windows(&jobs[..1], &[vec![0]], 16),
+            None,
+            "too few rows"
+        );
+        for threads in [1, 2, 4] {
+            let (mut grouped, mut serial) = (base.clone(), base.clone());
+            batch
+                .add(
+                    &ThreadPool::new(threads),
+                    0,
+                    &parts,
+                    &x,
+                    ff,
+                    &mut grouped,
+                    h,
+                )
+                .unwrap();
+            batch.add_serial(0, &parts, &x, ff, &mut serial, h);
+            let worst = grouped
+                .iter()
+                .zip(&serial)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
         }
     }
 

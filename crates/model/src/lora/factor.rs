@@ -261,7 +261,7 @@ fn rank_update_f16_portable(s: &[f32], w: &[f16], stride: usize, out: &mut [f32]
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_f16_kernels() -> bool {
+pub(super) fn has_f16_kernels() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| ops::has_avx2_fma() && is_x86_feature_detected!("f16c"))

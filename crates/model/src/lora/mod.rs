@@ -30,6 +30,7 @@ mod runtime;
 mod tensors;
 #[cfg(test)]
 mod tests;
+mod tile;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ pub use factor::{Factor, LoraDtype};
 pub use panel::{PANEL, Panels, Piece};
 pub use q8::{Q8_BLOCK, Q8Values};
 pub use runtime::runtime_file_name;
+pub use tile::TILE;
 
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{Error, Result};
