@@ -248,7 +248,8 @@ pub fn run_serve_bench(
     let prompts = Prompts::new(model.tokenizer(), config.prompt_tokens)?;
     let store_dir = config
         .work_dir
-        .join(format!("bench-serve-{}", std::process::id()));
+        .join(format!("{STORE_PREFIX}{}", std::process::id()));
+    remove_interrupted_stores(&config.work_dir);
     let _cleanup = RemoveOnDrop(store_dir.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -413,6 +414,41 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Prefix of a run's store directory, followed by the process id.
+const STORE_PREFIX: &str = "bench-serve-";
+
+/// Removes the stores of runs that were killed before they could clean up
+/// (their process is gone): with 1,000 adapters each holds about 18 GB.
+fn remove_interrupted_stores(work_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STORE_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|&p| p != std::process::id() && !process_exists(p)) {
+            let path = entry.path();
+            tracing::info!(path = %path.display(), pid, "removing the store of an interrupted benchmark run");
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove an old benchmark store");
+            }
+        }
+    }
+}
+
+/// Whether process `pid` is running. Where that cannot be told (not
+/// Linux), every process counts as running, so nothing is removed.
+fn process_exists(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        std::path::Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
     }
 }
 
@@ -1011,6 +1047,24 @@ mod tests {
                 prefix_hit_tokens: 8,
             },
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stores_of_killed_runs_are_removed_and_live_ones_kept() {
+        let work = tempfile::tempdir().unwrap();
+        // Above Linux's largest pid (2^22), so no process has it.
+        let dead = work.path().join(format!("{STORE_PREFIX}4294967"));
+        let mine = work
+            .path()
+            .join(format!("{STORE_PREFIX}{}", std::process::id()));
+        let other = work.path().join("bench-serve-notapid");
+        for dir in [&dead, &mine, &other] {
+            std::fs::create_dir_all(dir.join("adapter")).unwrap();
+        }
+        remove_interrupted_stores(work.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
     }
 
     #[test]

@@ -571,6 +571,13 @@ mod tests {
 
     const ALL: [LayerTensor; 7] = crate::lora::PROJECTIONS;
 
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn wa(a: &Arc<LoraAdapter>, weight: f32) -> WeightedAdapter {
         WeightedAdapter {
             adapter: Arc::clone(a),
@@ -621,11 +628,7 @@ mod tests {
                 .add(&pool, 1, &parts, &x, h, &mut grouped, width)
                 .unwrap();
             batch.add_serial(1, &parts, &x, h, &mut serial, width);
-            let worst = grouped
-                .iter()
-                .zip(&serial)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_diff(&grouped, &serial);
             assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
             // Sequence 1 has no adapter: its rows are untouched.
             assert_eq!(grouped[width..4 * width], base[width..4 * width]);
@@ -664,11 +667,7 @@ mod tests {
                 )
                 .unwrap();
             batch.add_serial(0, &parts, &x, h, &mut serial, 2 * ff);
-            let worst = grouped
-                .iter()
-                .zip(&serial)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_diff(&grouped, &serial);
             assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
         }
     }
@@ -774,11 +773,7 @@ mod tests {
                 )
                 .unwrap();
             batch.add_serial(0, &parts, &x, ff, &mut serial, h);
-            let worst = grouped
-                .iter()
-                .zip(&serial)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_diff(&grouped, &serial);
             assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
         }
     }
