@@ -191,7 +191,7 @@ impl Factor {
     ///
     /// # Panics
     /// If the rows read do not lie inside the factor.
-    fn rank_update(&self, s: &[f32], start: usize, stride: usize, out: &mut [f32]) {
+    pub(super) fn rank_update(&self, s: &[f32], start: usize, stride: usize, out: &mut [f32]) {
         match self {
             Self::F32(v) => ops::rank_update(s, &v[start.min(v.len())..], stride, out),
             Self::F16(v) => rank_update_f16(s, &v[start.min(v.len())..], stride, out),

@@ -8,9 +8,10 @@
 //! four rows: the shrink dots one row of `A` with four input rows, the
 //! expand adds a panel's values into four output rows.
 //!
-//! AVX2 kernels for f32 and f16 factors; q8 factors, and CPUs without AVX2,
-//! FMA and F16C, go row by row through the single-row products (the same
-//! sums).
+//! AVX2 kernels for f32, f16 and q8 factors (q8 at positions that are
+//! multiples of eight, which the layouts of the 135M model's projections
+//! give); other positions, and CPUs without AVX2, FMA and F16C, go row by
+//! row through the single-row products (the same sums).
 
 use std::ops::Range;
 
@@ -33,16 +34,11 @@ impl Factor {
             "dot_tile: range outside the factor"
         );
         #[cfg(target_arch = "x86_64")]
-        if super::factor::has_f16_kernels() {
-            let ptrs = xs.map(<[f32]>::as_ptr);
-            match self {
-                // SAFETY: the CPU supports AVX2, FMA and F16C (checked just
-                // above); every row has n values and the factor has n from
-                // `start` (asserted above).
-                Self::F32(v) => return unsafe { x86::dot_tile(v[start..].as_ptr(), ptrs, n) },
-                Self::F16(v) => return unsafe { x86::dot_tile(v[start..].as_ptr(), ptrs, n) },
-                Self::Q8(_) => {}
-            }
+        if let Some(view) = x86::View::of(self, start, 0) {
+            // SAFETY: the view exists only on CPUs with AVX2, FMA and F16C;
+            // every row has n values and the factor has n from `start`
+            // (asserted above).
+            return unsafe { view.dot_tile(xs.map(<[f32]>::as_ptr), n) };
         }
         xs.map(|x| self.dot(start, x))
     }
@@ -58,7 +54,7 @@ impl Factor {
         s: [&[f32]; TILE],
         panels: Panels,
         cols: Range<usize>,
-        outs: [&mut [f32]; TILE],
+        mut outs: [&mut [f32]; TILE],
     ) {
         let rank = panels.rank;
         assert!(s.iter().all(|r| r.len() == rank), "panel_update_tile: rank");
@@ -66,49 +62,32 @@ impl Factor {
             panels.rank * panels.out_dim <= self.len(),
             "panel_update_tile: panels outside the factor"
         );
-        #[cfg(target_arch = "x86_64")]
-        if super::factor::has_f16_kernels() && !matches!(self, Self::Q8(_)) {
-            let first = cols.start;
-            let mut outs = outs;
-            for piece in panels.pieces(cols) {
-                let width = piece.cols.len();
-                let at = piece.cols.start - first;
-                let o = outs.each_mut().map(|o| o[at..at + width].as_mut_ptr());
-                let s = s.map(<[f32]>::as_ptr);
-                match self {
-                    // SAFETY: the CPU supports AVX2, FMA and F16C (checked
-                    // above); a piece's `rank` rows of `width` values lie
-                    // inside the panels, which lie inside the factor
-                    // (asserted above); each output has `width` values from
-                    // `at` (the slicing checked it) and the outputs are four
-                    // distinct `&mut` slices.
-                    Self::F32(v) => unsafe {
-                        x86::rank_update_tile(
-                            s,
-                            rank,
-                            v[piece.start..].as_ptr(),
-                            piece.stride,
-                            o,
-                            width,
-                        )
-                    },
-                    Self::F16(v) => unsafe {
-                        x86::rank_update_tile(
-                            s,
-                            rank,
-                            v[piece.start..].as_ptr(),
-                            piece.stride,
-                            o,
-                            width,
-                        )
-                    },
-                    Self::Q8(_) => unreachable!("q8 factors take the row-by-row path"),
-                }
+        let first = cols.start;
+        for piece in panels.pieces(cols) {
+            let at = piece.cols.start - first;
+            let mut o = outs.each_mut().map(|o| &mut o[at..at + piece.cols.len()]);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(view) = x86::View::of(self, piece.start, piece.stride) {
+                let o = o.each_mut().map(|o| o.as_mut_ptr());
+                // SAFETY: the view exists only on CPUs with AVX2, FMA and
+                // F16C; a piece's `rank` rows of its width lie inside the
+                // panels, which lie inside the factor (asserted above); each
+                // output has that width (the slicing checked it) and the
+                // outputs are four distinct `&mut` slices.
+                unsafe {
+                    view.rank_update_tile(
+                        s.map(<[f32]>::as_ptr),
+                        rank,
+                        piece.stride,
+                        o,
+                        piece.cols.len(),
+                    )
+                };
+                continue;
             }
-            return;
-        }
-        for (sr, out) in s.into_iter().zip(outs) {
-            self.panel_update(sr, panels, cols.clone(), out);
+            for (sr, out) in s.iter().zip(&mut o) {
+                self.rank_update(sr, piece.start, piece.stride, out);
+            }
         }
     }
 }
@@ -120,44 +99,171 @@ mod x86 {
     use half::f16;
 
     use super::TILE;
+    use crate::lora::{Factor, Q8_BLOCK};
 
-    /// A factor element the kernels widen eight at a time.
-    pub(super) trait Lanes: Copy {
-        /// Eight values at `p` as f32; scalar `p` as f32.
+    /// Where the kernels read a factor from, by element type.
+    #[derive(Clone, Copy)]
+    pub(super) enum View {
+        F32(F32s),
+        F16(F16s),
+        Q8(Q8s),
+    }
+
+    impl View {
+        /// The factor from value `start` on, when the CPU has AVX2, FMA
+        /// and F16C. For q8, `start` and `stride` (0 for one row) must be
+        /// multiples of eight, so no eight values read together straddle
+        /// two scale blocks; otherwise `None`.
+        pub(super) fn of(factor: &Factor, start: usize, stride: usize) -> Option<Self> {
+            if !crate::lora::factor::has_f16_kernels() {
+                return None;
+            }
+            Some(match factor {
+                Factor::F32(v) => Self::F32(F32s(v[start.min(v.len())..].as_ptr())),
+                Factor::F16(v) => Self::F16(F16s(v[start.min(v.len())..].as_ptr())),
+                Factor::Q8(q) => {
+                    let aligned = start.is_multiple_of(8) && stride.is_multiple_of(8);
+                    let scaled = q.scales.len() == q.values.len().div_ceil(Q8_BLOCK);
+                    if !(aligned && scaled) {
+                        return None;
+                    }
+                    Self::Q8(Q8s {
+                        q: q.values[start.min(q.values.len())..].as_ptr(),
+                        scales: q.scales.as_ptr(),
+                        first: start,
+                    })
+                }
+            })
+        }
+
+        /// [`dot_tile`] on this view.
         ///
         /// # Safety
-        /// The CPU supports AVX2, FMA and F16C; eight values at `p` are
-        /// readable (one for `one`).
-        unsafe fn eight(p: *const Self) -> __m256;
-        unsafe fn one(p: *const Self) -> f32;
+        /// As [`dot_tile`].
+        pub(super) unsafe fn dot_tile(self, x: [*const f32; TILE], n: usize) -> [f32; TILE] {
+            // SAFETY: by the caller's contract.
+            unsafe {
+                match self {
+                    Self::F32(w) => dot_tile(w, x, n),
+                    Self::F16(w) => dot_tile(w, x, n),
+                    Self::Q8(w) => dot_tile(w, x, n),
+                }
+            }
+        }
+
+        /// [`rank_update_tile`] on this view.
+        ///
+        /// # Safety
+        /// As [`rank_update_tile`].
+        pub(super) unsafe fn rank_update_tile(
+            self,
+            s: [*const f32; TILE],
+            rank: usize,
+            stride: usize,
+            out: [*mut f32; TILE],
+            width: usize,
+        ) {
+            // SAFETY: by the caller's contract.
+            unsafe {
+                match self {
+                    Self::F32(w) => rank_update_tile(s, rank, w, stride, out, width),
+                    Self::F16(w) => rank_update_tile(s, rank, w, stride, out, width),
+                    Self::Q8(w) => rank_update_tile(s, rank, w, stride, out, width),
+                }
+            }
+        }
     }
 
-    impl Lanes for f32 {
+    /// Values a kernel widens eight at a time, by index from the view's start.
+    trait Lanes: Copy {
+        /// Values `i..i + 8` as f32.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2, FMA and F16C; the values are readable.
+        unsafe fn eight(self, i: usize) -> __m256;
+
+        /// Value `i` as f32.
+        ///
+        /// # Safety
+        /// The value is readable.
+        unsafe fn one(self, i: usize) -> f32;
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct F32s(*const f32);
+
+    impl Lanes for F32s {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn eight(p: *const Self) -> __m256 {
-            // SAFETY: eight readable floats, by the contract.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline]
-        unsafe fn one(p: *const Self) -> f32 {
+        unsafe fn eight(self, i: usize) -> __m256 {
             // SAFETY: readable, by the contract.
-            unsafe { *p }
+            unsafe { _mm256_loadu_ps(self.0.add(i)) }
+        }
+
+        #[inline]
+        unsafe fn one(self, i: usize) -> f32 {
+            // SAFETY: readable, by the contract.
+            unsafe { *self.0.add(i) }
         }
     }
 
-    impl Lanes for f16 {
+    #[derive(Clone, Copy)]
+    pub(super) struct F16s(*const f16);
+
+    impl Lanes for F16s {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn eight(p: *const Self) -> __m256 {
-            // SAFETY: eight readable halves are sixteen readable bytes; F16C
-            // by the contract.
-            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+        unsafe fn eight(self, i: usize) -> __m256 {
+            // SAFETY: eight readable halves are sixteen readable bytes.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.0.add(i).cast())) }
         }
+
         #[inline]
-        unsafe fn one(p: *const Self) -> f32 {
+        unsafe fn one(self, i: usize) -> f32 {
             // SAFETY: readable, by the contract.
-            unsafe { *p }.to_f32()
+            unsafe { *self.0.add(i) }.to_f32()
+        }
+    }
+
+    /// Bytes from index `first` of a q8 factor, with all its block scales.
+    /// Eight values read together never straddle two blocks: indices the
+    /// kernels read eight at a time are multiples of eight from `first`,
+    /// itself a multiple of eight ([`View::of`]).
+    #[derive(Clone, Copy)]
+    pub(super) struct Q8s {
+        q: *const i8,
+        scales: *const f32,
+        first: usize,
+    }
+
+    impl Q8s {
+        /// The scale of value `i`.
+        ///
+        /// # Safety
+        /// Value `i` exists (so does its block's scale).
+        #[inline]
+        unsafe fn scale(self, i: usize) -> f32 {
+            // SAFETY: one scale per block, checked by `View::of`.
+            unsafe { *self.scales.add((self.first + i) / Q8_BLOCK) }
+        }
+    }
+
+    impl Lanes for Q8s {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn eight(self, i: usize) -> __m256 {
+            // SAFETY: eight readable bytes, in one block (see the type).
+            unsafe {
+                let bytes = _mm_loadl_epi64(self.q.add(i).cast());
+                let values = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                _mm256_mul_ps(values, _mm256_set1_ps(self.scale(i)))
+            }
+        }
+
+        #[inline]
+        unsafe fn one(self, i: usize) -> f32 {
+            // SAFETY: readable, by the contract.
+            unsafe { f32::from(*self.q.add(i)) * self.scale(i) }
         }
     }
 
@@ -169,18 +275,14 @@ mod x86 {
     /// The CPU supports AVX2, FMA and F16C; `w` and every `x` have `n`
     /// readable values.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_tile<T: Lanes>(
-        w: *const T,
-        x: [*const f32; TILE],
-        n: usize,
-    ) -> [f32; TILE] {
+    unsafe fn dot_tile<L: Lanes>(w: L, x: [*const f32; TILE], n: usize) -> [f32; TILE] {
         let mut even = [_mm256_setzero_ps(); TILE];
         let mut odd = [_mm256_setzero_ps(); TILE];
         let mut i = 0;
-        // SAFETY (all reads): i + 16 <= n, resp. i + 8 <= n, resp. i < n.
+        // SAFETY (all reads): i + 16 <= n, resp. i + 8 <= n, resp. j < n.
         while i + 16 <= n {
             unsafe {
-                let (a, b) = (T::eight(w.add(i)), T::eight(w.add(i + 8)));
+                let (a, b) = (w.eight(i), w.eight(i + 8));
                 for r in 0..TILE {
                     even[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r].add(i)), a, even[r]);
                     odd[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r].add(i + 8)), b, odd[r]);
@@ -190,7 +292,7 @@ mod x86 {
         }
         if i + 8 <= n {
             unsafe {
-                let a = T::eight(w.add(i));
+                let a = w.eight(i);
                 for r in 0..TILE {
                     even[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x[r].add(i)), a, even[r]);
                 }
@@ -201,7 +303,7 @@ mod x86 {
         for r in 0..TILE {
             sums[r] = crate::ops::x86::hsum(_mm256_add_ps(even[r], odd[r]));
             for j in i..n {
-                sums[r] += unsafe { *x[r].add(j) * T::one(w.add(j)) };
+                sums[r] += unsafe { *x[r].add(j) * w.one(j) };
             }
         }
         sums
@@ -216,30 +318,30 @@ mod x86 {
     /// `w` has `rank` rows of `width` readable values `stride` apart, each
     /// `out_r` has `width` writable values, and the outputs do not overlap.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rank_update_tile<T: Lanes>(
+    unsafe fn rank_update_tile<L: Lanes>(
         s: [*const f32; TILE],
         rank: usize,
-        w: *const T,
+        w: L,
         stride: usize,
         out: [*mut f32; TILE],
         width: usize,
     ) {
         let mut c = 0;
         // SAFETY (all accesses): c + 16 <= width, resp. c + 8 <= width,
-        // resp. c < width, with rows k < rank, keep them in bounds.
+        // resp. j < width, with rows k < rank, keep them in bounds.
         while c + 16 <= width {
-            unsafe { columns::<T, 2>(s, rank, w, stride, out, c) };
+            unsafe { columns::<L, 2>(s, rank, w, stride, out, c) };
             c += 16;
         }
         if c + 8 <= width {
-            unsafe { columns::<T, 1>(s, rank, w, stride, out, c) };
+            unsafe { columns::<L, 1>(s, rank, w, stride, out, c) };
             c += 8;
         }
         for r in 0..TILE {
             for k in 0..rank {
                 let sk = unsafe { *s[r].add(k) };
                 for j in c..width {
-                    unsafe { *out[r].add(j) += sk * T::one(w.add(k * stride + j)) };
+                    unsafe { *out[r].add(j) += sk * w.one(k * stride + j) };
                 }
             }
         }
@@ -251,10 +353,10 @@ mod x86 {
     /// As [`rank_update_tile`], with `c + 8·V <= width`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn columns<T: Lanes, const V: usize>(
+    unsafe fn columns<L: Lanes, const V: usize>(
         s: [*const f32; TILE],
         rank: usize,
-        w: *const T,
+        w: L,
         stride: usize,
         out: [*mut f32; TILE],
         c: usize,
@@ -268,10 +370,10 @@ mod x86 {
                 }
             }
             for k in 0..rank {
-                let row = w.add(k * stride + c);
+                let row = k * stride + c;
                 let mut b = [_mm256_setzero_ps(); V];
                 for (v, x) in b.iter_mut().enumerate() {
-                    *x = T::eight(row.add(8 * v));
+                    *x = w.eight(row + 8 * v);
                 }
                 for (a, sr) in acc.iter_mut().zip(s) {
                     let sv = _mm256_broadcast_ss(&*sr.add(k));
@@ -310,14 +412,16 @@ mod tests {
                 .map(|r| TestRng::new(r).vec(n, 1.0))
                 .collect();
             let xs: [&[f32]; TILE] = std::array::from_fn(|r| rows[r].as_slice());
-            for f in factors(3 * n + 5, 9) {
-                let got = f.dot_tile(n + 3, xs);
-                for (r, x) in xs.iter().enumerate() {
-                    let want = f.dot(n + 3, x);
-                    assert!(
-                        (got[r] - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{n} {r}"
-                    );
+            // Starts at a multiple of eight (every dtype tiled) and not (q8
+            // row by row).
+            for start in [8, n + 3] {
+                for f in factors(3 * n + 16, 9) {
+                    let got = f.dot_tile(start, xs);
+                    for (r, x) in xs.iter().enumerate() {
+                        let want = f.dot(start, x);
+                        let close = (got[r] - want).abs() <= 1e-4 * want.abs().max(1.0);
+                        assert!(close, "{:?} n {n} start {start} row {r}", f.dtype());
+                    }
                 }
             }
         }
