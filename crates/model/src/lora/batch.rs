@@ -578,6 +578,33 @@ mod tests {
             .fold(0f32, f32::max)
     }
 
+    /// One projection's update of `base` by `batch` on `threads` threads,
+    /// checked against [`LoraBatch::add_serial`]; returns the grouped output.
+    fn grouped_vs_serial(
+        batch: &LoraBatch<'_>,
+        threads: usize,
+        (layer, parts): (usize, &[(LayerTensor, usize)]),
+        (x, in_dim): (&[f32], usize),
+        (base, width): (&[f32], usize),
+    ) -> Vec<f32> {
+        let (mut grouped, mut serial) = (base.to_vec(), base.to_vec());
+        batch
+            .add(
+                &ThreadPool::new(threads),
+                layer,
+                parts,
+                x,
+                in_dim,
+                &mut grouped,
+                width,
+            )
+            .unwrap();
+        batch.add_serial(layer, parts, x, in_dim, &mut serial, width);
+        let worst = max_diff(&grouped, &serial);
+        assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
+        grouped
+    }
+
     fn wa(a: &Arc<LoraAdapter>, weight: f32) -> WeightedAdapter {
         WeightedAdapter {
             adapter: Arc::clone(a),
@@ -622,14 +649,7 @@ mod tests {
         let x = TestRng::new(9).vec(rows * h, 1.0);
         let base = TestRng::new(10).vec(rows * width, 1.0);
         for threads in [1, 2, 3] {
-            let pool = ThreadPool::new(threads);
-            let (mut grouped, mut serial) = (base.clone(), base.clone());
-            batch
-                .add(&pool, 1, &parts, &x, h, &mut grouped, width)
-                .unwrap();
-            batch.add_serial(1, &parts, &x, h, &mut serial, width);
-            let worst = max_diff(&grouped, &serial);
-            assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
+            let grouped = grouped_vs_serial(&batch, threads, (1, &parts), (&x, h), (&base, width));
             // Sequence 1 has no adapter: its rows are untouched.
             assert_eq!(grouped[width..4 * width], base[width..4 * width]);
         }
@@ -654,21 +674,7 @@ mod tests {
         let x = TestRng::new(1).vec(rows * h, 1.0);
         let base = TestRng::new(2).vec(rows * 2 * ff, 1.0);
         for threads in [1, 2, 4, 8] {
-            let (mut grouped, mut serial) = (base.clone(), base.clone());
-            batch
-                .add(
-                    &ThreadPool::new(threads),
-                    0,
-                    &parts,
-                    &x,
-                    h,
-                    &mut grouped,
-                    2 * ff,
-                )
-                .unwrap();
-            batch.add_serial(0, &parts, &x, h, &mut serial, 2 * ff);
-            let worst = max_diff(&grouped, &serial);
-            assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
+            grouped_vs_serial(&batch, threads, (0, &parts), (&x, h), (&base, 2 * ff));
         }
     }
 
@@ -760,21 +766,7 @@ mod tests {
             "too few rows"
         );
         for threads in [1, 2, 4] {
-            let (mut grouped, mut serial) = (base.clone(), base.clone());
-            batch
-                .add(
-                    &ThreadPool::new(threads),
-                    0,
-                    &parts,
-                    &x,
-                    ff,
-                    &mut grouped,
-                    h,
-                )
-                .unwrap();
-            batch.add_serial(0, &parts, &x, ff, &mut serial, h);
-            let worst = max_diff(&grouped, &serial);
-            assert!(worst < 1e-4, "{threads} threads: max diff {worst}");
+            grouped_vs_serial(&batch, threads, (0, &parts), (&x, ff), (&base, h));
         }
     }
 
