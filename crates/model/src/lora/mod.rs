@@ -18,7 +18,9 @@
 //! and bandwidth) or q8 (bytes with block scales, [`Q8Values`]), with `B` in
 //! column panels for the expand kernel ([`Panels`]). A runtime file
 //! ([`LoraAdapter::to_runtime_bytes`]) stores them exactly as held, so a
-//! serving node's cold load is a copy rather than a decode.
+//! serving node's cold load is a copy rather than a decode. A batch's
+//! updates are grouped by adapter ([`LoraBatch`]), and rows that share an
+//! adapter go through its factors four at a time ([`TILE`]).
 
 mod batch;
 mod config;
