@@ -559,48 +559,55 @@ struct RequestTrace {
 /// the prompts of some scenarios (requests on the base model share cached
 /// blocks, requests on different adapters cannot) and the comparison would
 /// measure cache hits instead of the cost of serving adapters.
+///
+/// The number is written with [`NUMBER_TOKENS`] tokens in base `B`, the
+/// distinct tokens of the text being the digits: fixed width, so no number
+/// is a prefix of another, and real tokens of any tokenizer.
 struct Prompts {
     text: Vec<u32>,
     digits: Vec<u32>,
-    separator: Vec<u32>,
     len: usize,
     issued: AtomicUsize,
 }
 
+/// Tokens that open each prompt with its number.
+const NUMBER_TOKENS: usize = 4;
+
 impl Prompts {
     fn new(tokenizer: &Tokenizer, len: usize) -> Result<Self> {
-        let encode = |s: &str| tokenizer.encode(s, false);
-        let digits = (0..10)
-            .map(|d| encode(&d.to_string()))
-            .collect::<std::result::Result<Vec<_>, _>>()?
-            .concat();
-        if digits.len() != 10 {
+        Self::from_text(tokenizer.encode(&BENCH_TEXT.repeat(8), false)?, len)
+    }
+
+    fn from_text(text: Vec<u32>, len: usize) -> Result<Self> {
+        let mut digits = Vec::new();
+        for &t in &text {
+            if !digits.contains(&t) {
+                digits.push(t);
+            }
+        }
+        if digits.len() < 10 {
             return Err(Error::config(
                 "model",
-                "the tokenizer does not give each digit one token",
+                "the tokenizer gives the benchmark text fewer than 10 distinct tokens",
             ));
         }
         Ok(Self {
-            text: encode(&BENCH_TEXT.repeat(8))?,
+            text,
             digits,
-            separator: encode(". ")?,
             len,
             issued: AtomicUsize::new(0),
         })
     }
 
-    /// The next request's prompt.
+    /// The next request's prompt (distinct from every earlier one for the
+    /// first `B^4` requests, at least 10,000).
     fn next(&self) -> Vec<u32> {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let decimal = n.to_string();
-        let number = decimal.bytes().map(|b| self.digits[usize::from(b - b'0')]);
+        let base = self.digits.len();
+        let number = (0..NUMBER_TOKENS as u32).map(|place| self.digits[n / base.pow(place) % base]);
         let room = self.text.len().saturating_sub(self.len).max(1);
         let text = self.text.iter().cycle().skip(n * 37 % room);
-        number
-            .chain(self.separator.iter().copied())
-            .chain(text.copied())
-            .take(self.len)
-            .collect()
+        number.chain(text.copied()).take(self.len).collect()
     }
 }
 
@@ -1047,6 +1054,23 @@ mod tests {
                 prefix_hit_tokens: 8,
             },
         }
+    }
+
+    #[test]
+    fn prompts_are_distinct_and_of_the_asked_length() {
+        let text: Vec<u32> = (0..300).map(|i| i % 40).collect();
+        let prompts = Prompts::from_text(text, 12).unwrap();
+        let all: Vec<Vec<u32>> = (0..5000).map(|_| prompts.next()).collect();
+        assert!(all.iter().all(|p| p.len() == 12));
+        let distinct: std::collections::HashSet<&[u32]> =
+            all.iter().map(|p| &p[..NUMBER_TOKENS]).collect();
+        assert_eq!(
+            distinct.len(),
+            all.len(),
+            "every prompt opens with its own number"
+        );
+        let few = Prompts::from_text((0..100).map(|i| i % 3).collect(), 12);
+        assert!(few.is_err());
     }
 
     #[cfg(target_os = "linux")]
