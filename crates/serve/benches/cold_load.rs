@@ -145,10 +145,7 @@ fn cold_load(c: &mut Criterion) {
         b.iter_custom(|iters| time_loads(&runtime, &many, &many_ids, false, iters))
     });
     for dtype in [LoraDtype::F16, LoraDtype::F32] {
-        let options = LoadOptions {
-            dtype,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::held_as(dtype);
         group.bench_function(format!("from_bytes_{dtype}"), |b| {
             b.iter(|| {
                 let a = LoraAdapter::from_bytes_with(&config, &weights, &base, &options)
@@ -162,10 +159,7 @@ fn cold_load(c: &mut Criterion) {
             .to_dtype(dtype)
             .to_runtime_bytes()
             .expect("a random adapter encodes");
-        let options = LoadOptions {
-            dtype,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::held_as(dtype);
         group.bench_function(format!("from_runtime_bytes_{dtype}"), |b| {
             b.iter(|| {
                 let a = LoraAdapter::from_runtime_bytes(&config, &runtime, &base, &options)

@@ -92,6 +92,16 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// The default size cap, with the factors held as `dtype`.
+    pub fn held_as(dtype: LoraDtype) -> Self {
+        Self {
+            dtype,
+            ..Self::default()
+        }
+    }
+}
+
 /// File name of the PEFT config.
 pub const CONFIG_FILE: &str = "adapter_config.json";
 

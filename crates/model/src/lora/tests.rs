@@ -372,10 +372,7 @@ fn delta_is_scaled_product_of_b_and_a() {
 fn f16_loading_halves_memory_and_keeps_values_close() {
     let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 8);
     let (config, weights) = exact.to_peft_bytes().unwrap();
-    let options = LoadOptions {
-        dtype: LoraDtype::F16,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(LoraDtype::F16);
     let half = LoraAdapter::from_bytes_with(&config, &weights, &base(), &options).unwrap();
     assert_eq!(half.dtype(), LoraDtype::F16);
     assert_eq!(exact.dtype(), LoraDtype::F32);
@@ -407,10 +404,7 @@ fn f16_loading_halves_memory_and_keeps_values_close() {
 #[test]
 fn f16_files_load_exactly_as_f16() {
     let f16_file = encode(&specs(), Dtype::F16);
-    let options = LoadOptions {
-        dtype: LoraDtype::F16,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(LoraDtype::F16);
     let half =
         LoraAdapter::from_bytes_with(CONFIG.as_bytes(), &f16_file, &base(), &options).unwrap();
     let wide = LoraAdapter::from_bytes(CONFIG.as_bytes(), &f16_file, &base()).unwrap();
@@ -449,10 +443,7 @@ fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
     a[2601] = 1e6;
     let (config, weights) = exact.to_peft_bytes().unwrap();
     for dtype in [LoraDtype::F32, LoraDtype::F16] {
-        let options = LoadOptions {
-            dtype,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::held_as(dtype);
         let loaded = LoraAdapter::from_bytes_with(&config, &weights, &base, &options).unwrap();
         let pair = |layer, tensor| loaded.pair(layer, tensor).unwrap();
         assert_eq!(pair(1, LayerTensor::Down).a.dtype(), LoraDtype::F32);
@@ -477,10 +468,7 @@ fn wide_inputs_and_out_of_range_values_decode_in_every_dtype() {
 fn q8_loads_round_each_value_to_its_block_step() {
     let exact = random_adapter(&base(), 4, &[LayerTensor::Q, LayerTensor::Down], 5);
     let (config, weights) = exact.to_peft_bytes().unwrap();
-    let options = LoadOptions {
-        dtype: LoraDtype::Q8,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(LoraDtype::Q8);
     let loaded = LoraAdapter::from_bytes_with(&config, &weights, &base(), &options).unwrap();
     assert_eq!(loaded.dtype(), LoraDtype::Q8);
     assert_eq!(
@@ -552,10 +540,7 @@ fn runtime_files_round_trip_the_held_factors() {
     for held in LoraDtype::ALL.map(|d| exact.to_dtype(d)) {
         let file = held.to_runtime_bytes().unwrap();
         for dtype in LoraDtype::ALL {
-            let options = LoadOptions {
-                dtype,
-                ..LoadOptions::default()
-            };
+            let options = LoadOptions::held_as(dtype);
             let back = LoraAdapter::from_runtime_bytes(&config, &file, &base(), &options).unwrap();
             assert_eq!(back.dtype(), dtype);
             // Exact whenever the loaded dtype can carry the held values.
@@ -582,10 +567,7 @@ fn runtime_files_round_trip_the_held_factors() {
 
 #[test]
 fn non_finite_f16_values_are_refused_when_held_as_f16() {
-    let options = LoadOptions {
-        dtype: LoraDtype::F16,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(LoraDtype::F16);
     for (tensor, at, value) in [
         (0, 5, f32::INFINITY),
         (2, 200, f32::NAN),

@@ -219,10 +219,7 @@ impl AdapterRegistry {
 
     async fn load_from_store(&self, id: &str) -> Result<LoraAdapter> {
         let base = self.base.clone();
-        let options = LoadOptions {
-            dtype: self.dtype,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::held_as(self.dtype);
         let unreadable = {
             let id = id.to_owned();
             move |e: credence_model::Error| {

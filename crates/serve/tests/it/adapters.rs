@@ -492,10 +492,7 @@ async fn oversized_uploads_are_413() {
 
 /// Waits (up to five seconds) for the background rewrite of a runtime file.
 async fn wait_for_runtime(file: &std::path::Path, dir: &std::path::Path, base: &LlamaConfig) {
-    let options = LoadOptions {
-        dtype: test_config().adapter_dtype,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(test_config().adapter_dtype);
     for _ in 0..100 {
         if LoraAdapter::load_runtime(dir, file, base, &options).is_ok() {
             return;
@@ -565,10 +562,7 @@ async fn a_q8_node_holds_bytes_and_reloads_them_from_its_runtime_file() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let dir = store.path().join(created["id"].as_str().unwrap());
     let runtime = dir.join(runtime_file_name(&base, LoraDtype::Q8));
-    let options = LoadOptions {
-        dtype: LoraDtype::Q8,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::held_as(LoraDtype::Q8);
     let held = LoraAdapter::load_runtime(&dir, &runtime, &base, &options).unwrap();
     assert_eq!(held.dtype(), LoraDtype::Q8);
     let (status, first) = call(&state, "POST", "/v1/completions", complete("bytes")).await;
